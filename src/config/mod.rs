@@ -1,0 +1,312 @@
+//! The node's configuration: one TOML file, its types, and how it is loaded.
+//!
+//! Loading is a pipeline of its own: TOML text -> table -> environment
+//! overrides (`JETEDGE_<SECTION>__<KEY>`) -> typed structs -> `validate()`.
+//! Every step reports problems with the key path they belong to, and the
+//! later steps collect *all* problems, so `jetedge check` lists everything
+//! wrong at once. Nothing here does network I/O; secrets are only read to
+//! check that they resolve.
+
+mod env;
+mod secret;
+mod units;
+mod validate;
+
+pub use secret::{Secret, SecretRef};
+pub use units::{parse_size, ByteSize, HumanDuration};
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem found in a config, with the key path it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {} problem(s) in the configuration",
+            self.file.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Config {
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub ingress: IngressConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    /// Names this node in event sources (`/jetedge/{id}/{source}`) and in
+    /// upstream connection names. Letters, digits, `-` and `_`.
+    pub id: String,
+    /// Where sled keeps the outbox and the idempotency keys.
+    pub data_dir: PathBuf,
+    /// Disk quota for events waiting to be forwarded; past it ingest answers 503.
+    pub max_buffer: ByteSize,
+    /// `true` (default): every acknowledged batch is fdatasync'd, so a power
+    /// loss cannot take it. `false`: sled's flush only, which survives a crash
+    /// of the process but not of the machine.
+    pub fsync: bool,
+    /// How long an idempotency key is remembered.
+    pub dedupe_ttl: HumanDuration,
+    /// How long a graceful stop waits for in-flight requests and publishes.
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: "jetedge".into(),
+            data_dir: PathBuf::from("data"),
+            max_buffer: ByteSize::gib(1),
+            fsync: true,
+            dedupe_ttl: HumanDuration::secs(24 * 3600),
+            shutdown_timeout: HumanDuration::secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IngressConfig {
+    pub listen: String,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body: ByteSize,
+    /// Time allowed for a client to send the request head.
+    pub header_timeout: HumanDuration,
+    /// Time allowed for a client to send the whole body; slower ones get 408.
+    pub body_timeout: HumanDuration,
+    /// Concurrent connections; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// The source whose verification and name apply to `POST /v1/events`
+    /// when the request does not name one with `?source=`.
+    pub events_source: String,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body: ByteSize::mib(1),
+            header_timeout: HumanDuration::secs(10),
+            body_timeout: HumanDuration::secs(30),
+            max_connections: 1024,
+            events_source: "events".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UpstreamConfig {
+    pub servers: Vec<String>,
+    pub stream: String,
+    pub subject_prefix: String,
+    /// Create the stream (subjects `{prefix}.>`) when it does not exist.
+    pub create_stream: bool,
+    /// Replicas of a stream jetedge creates; 3 makes an upstream ack durable
+    /// on a quorum (R1 acks mean "in the server's memory").
+    pub replicas: usize,
+    /// Duplicate window of a stream jetedge creates. It must outlast the time
+    /// between the first publish of an event and its last retry.
+    pub duplicate_window: HumanDuration,
+    /// Publishes awaiting their PubAck at once.
+    pub max_in_flight: usize,
+    /// How long to wait for one PubAck before resending.
+    pub ack_timeout: HumanDuration,
+    pub token: Option<SecretRef>,
+    pub user: Option<String>,
+    pub password: Option<SecretRef>,
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<SecretRef>,
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            stream: "EDGE".into(),
+            subject_prefix: "events".into(),
+            create_stream: true,
+            replicas: 1,
+            duplicate_window: HumanDuration::secs(2 * 3600),
+            max_in_flight: 1024,
+            ack_timeout: HumanDuration::secs(5),
+            token: None,
+            user: None,
+            password: None,
+            creds: None,
+            nkey: None,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamTls {
+    /// PEM file of the CA that signed the servers' certificates.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// How a source proves that a request came from it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    StandardWebhooks,
+    Github,
+    Stripe,
+    Shopify,
+    Slack,
+    HmacSha256,
+    Bearer,
+    None,
+}
+
+impl Scheme {
+    pub fn has_timestamp(self) -> bool {
+        matches!(self, Self::StandardWebhooks | Self::Stripe | Self::Slack)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourceConfig {
+    pub name: String,
+    pub verify: Scheme,
+    #[serde(default)]
+    pub secrets: Vec<SecretRef>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: HumanDuration,
+    /// `hmac-sha256` only: the header carrying the signature.
+    pub header: Option<String>,
+    /// `hmac-sha256` only: how the signature is written.
+    pub encoding: Option<Encoding>,
+    /// `hmac-sha256` only: a prefix before the signature, such as `sha256=`.
+    pub prefix: Option<String>,
+    /// Where the sender's event id is (the idempotency key).
+    pub id: Option<String>,
+    /// Where the event type is.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    /// Where the event time is (RFC 3339 text or Unix seconds); reception
+    /// time when absent.
+    pub time: Option<String>,
+}
+
+fn default_tolerance() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+
+impl Config {
+    /// Reads, overrides from the environment, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: path.to_path_buf(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem {
+                path: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }])
+        })?;
+        Self::from_toml(&text, std::env::vars()).map_err(fail)
+    }
+
+    /// Parses config text with the given environment (for overrides), and validates it.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<Problem>> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            vec![Problem {
+                path: String::new(),
+                message: format!("not valid TOML: {}", e.to_string().trim()),
+            }]
+        })?;
+        env::apply_overrides(&mut table, env)?;
+        let config = parse_table(table)?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Deserializes the table, reporting every unknown key (not just the first)
+/// and the first type error, each with its key path.
+fn parse_table(table: toml::Table) -> Result<Config, Vec<Problem>> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let de = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut record);
+    let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
+    let mut problems: Vec<Problem> = unknown
+        .into_iter()
+        .map(|path| Problem {
+            message: "unknown key (check its spelling and section; see conf/example.toml)".into(),
+            path,
+        })
+        .collect();
+    match parsed {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(problems),
+        Err(e) => {
+            let path = e.path().to_string();
+            problems.push(Problem {
+                path: if path == "." { String::new() } else { path },
+                message: e.into_inner().to_string(),
+            });
+            Err(problems)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Events in: HTTP webhooks and CloudEvents.
+
+pub mod verify;

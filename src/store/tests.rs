@@ -1,0 +1,101 @@
+use super::*;
+use crate::config::{ByteSize, HumanDuration, NodeConfig};
+
+fn cfg(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        data_dir: dir.to_path_buf(),
+        ..NodeConfig::default()
+    }
+}
+
+fn event(key: Option<&str>, id: &str, size: usize) -> NewEvent {
+    let record = Record {
+        subject: "events.s.t".into(),
+        id: id.into(),
+        type_: "t".into(),
+        source: "/jetedge/n/s".into(),
+        traceparent: "tp".into(),
+        payload: vec![b'x'; size],
+    };
+    NewEvent {
+        key: key.map(|k| ("s".to_string(), k.to_string())),
+        id: id.into(),
+        record: record.encode(),
+    }
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("jetedge-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[tokio::test]
+async fn accepted_events_come_back_in_order_after_reopen() {
+    let dir = tempdir("order");
+    let store = Store::open(&cfg(&dir)).unwrap();
+    let out = store
+        .persist(vec![event(None, "a", 10), event(None, "b", 10), event(None, "c", 10)])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Outcome::Accepted; 3]);
+    assert_eq!(store.backlog().0, 3);
+    store.close().await;
+
+    let store = Store::open(&cfg(&dir)).unwrap();
+    let pending = store.pending(None, 10).unwrap();
+    let ids: Vec<_> = pending.iter().map(|p| p.record.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(store.backlog().0, 3);
+    let after_first = store.pending(Some(pending[0].seq), 10).unwrap();
+    assert_eq!(after_first.len(), 2);
+    store.remove_forwarded(&[(pending[0].seq, pending[0].size)]).unwrap();
+    assert_eq!(store.pending(None, 10).unwrap().len(), 2);
+    assert_eq!(store.backlog().0, 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_repeated_key_is_a_duplicate_of_the_first_id_even_in_one_batch() {
+    let dir = tempdir("dedupe");
+    let store = Store::open(&cfg(&dir)).unwrap();
+    let out = store
+        .persist(vec![event(Some("k1"), "first", 5), event(Some("k1"), "second", 5)])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Outcome::Accepted, Outcome::Duplicate { id: "first".into() }]);
+    let out = store.persist(vec![event(Some("k1"), "third", 5)]).await.unwrap();
+    assert_eq!(out, vec![Outcome::Duplicate { id: "first".into() }]);
+    assert_eq!(store.pending(None, 10).unwrap().len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn keys_expire_after_their_ttl() {
+    let dir = tempdir("ttl");
+    let mut c = cfg(&dir);
+    c.dedupe_ttl = HumanDuration(std::time::Duration::from_millis(50));
+    let store = Store::open(&c).unwrap();
+    assert_eq!(store.persist(vec![event(Some("k"), "a", 5)]).await.unwrap(), vec![Outcome::Accepted]);
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(store.persist(vec![event(Some("k"), "b", 5)]).await.unwrap(), vec![Outcome::Accepted]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_quota_refuses_what_does_not_fit_and_frees_after_forwarding() {
+    let dir = tempdir("quota");
+    let mut c = cfg(&dir);
+    c.max_buffer = ByteSize::mib(1);
+    let store = Store::open(&c).unwrap();
+    let big = 400 * 1024;
+    let out = store
+        .persist(vec![event(None, "a", big), event(None, "b", big), event(None, "c", big)])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Outcome::Accepted, Outcome::Accepted, Outcome::QuotaFull]);
+    let first = store.pending(None, 1).unwrap().remove(0);
+    store.remove_forwarded(&[(first.seq, first.size)]).unwrap();
+    assert_eq!(store.persist(vec![event(None, "c", big)]).await.unwrap(), vec![Outcome::Accepted]);
+    store.close().await;
+}
