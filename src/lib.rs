@@ -1,7 +1,158 @@
 //! jetedge: an edge event mesh node. See ARCHITECTURE.md for the map.
+//!
+//! [`Node::start`] wires the parts together and is what both the binary and
+//! the integration tests run: store (with its committer thread), ingress
+//! server, upstream connection and forwarder. [`NodeHandle::shutdown`] stops
+//! them in the order that loses nothing: stop accepting, finish requests,
+//! settle in-flight publishes, flush the store.
 
 pub mod config;
 pub mod envelope;
+pub mod forward;
 pub mod ingress;
+pub mod metrics;
 pub mod pipeline;
 pub mod store;
+pub mod upstream;
+
+use config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store in {dir}: {source}")]
+    Store { dir: String, source: store::StoreError },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub struct Node;
+
+/// A running node.
+pub struct NodeHandle {
+    pub ingress_addr: SocketAddr,
+    pub metrics: Arc<metrics::Metrics>,
+    store: store::Store,
+    link: watch::Receiver<upstream::LinkState>,
+    client: async_nats::Client,
+    pause: watch::Sender<bool>,
+    stop_ingress: CancellationToken,
+    stop_forwarder: CancellationToken,
+    ingress: JoinHandle<()>,
+    forwarder: JoinHandle<()>,
+}
+
+impl Node {
+    pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
+        let store = store::Store::open(&cfg.node).map_err(|source| StartError::Store {
+            dir: cfg.node.data_dir.display().to_string(),
+            source,
+        })?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let ingest = ingress::Ingest::new(&cfg, store.clone(), metrics.clone()).map_err(StartError::Setup)?;
+        let listener = tokio::net::TcpListener::bind(&cfg.ingress.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: cfg.ingress.listen.clone(), source })?;
+        let ingress_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: cfg.ingress.listen.clone(),
+            source,
+        })?;
+        let (client, link) = upstream::connect(&cfg.upstream, &cfg.node.id).await.map_err(StartError::Setup)?;
+        let ingest = Arc::new(ingest);
+        watch_max_payload(ingest.clone(), client.clone(), link.clone());
+
+        let stop_forwarder = CancellationToken::new();
+        let (pause, paused) = watch::channel(false);
+        let forwarder = forward::Forwarder {
+            store: store.clone(),
+            client: client.clone(),
+            link: link.clone(),
+            cfg: cfg.upstream.clone(),
+            metrics: metrics.clone(),
+            shutdown: stop_forwarder.clone(),
+            drain_timeout: cfg.node.shutdown_timeout.0,
+            paused,
+        };
+        let forwarder = tokio::spawn(forwarder.run());
+
+        let stop_ingress = CancellationToken::new();
+        let server = Arc::new(ingress::http::Server {
+            ingest,
+            limits: ingress::http::Limits {
+                max_body: cfg.ingress.max_body.0,
+                header_timeout: cfg.ingress.header_timeout.0,
+                body_timeout: cfg.ingress.body_timeout.0,
+                max_connections: cfg.ingress.max_connections,
+                drain_timeout: cfg.node.shutdown_timeout.0,
+            },
+            link: link.clone(),
+        });
+        let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
+        tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, upstream = ?cfg.upstream.servers,
+            data_dir = %cfg.node.data_dir.display(), "jetedge started");
+        Ok(NodeHandle {
+            ingress_addr,
+            metrics,
+            store,
+            link,
+            client,
+            pause,
+            stop_ingress,
+            stop_forwarder,
+            ingress,
+            forwarder,
+        })
+    }
+}
+
+/// Keeps ingest's size limit at upstream's `max_payload` once it is known,
+/// so an event upstream would refuse is refused at the door with 413.
+fn watch_max_payload(ingest: Arc<ingress::Ingest>, client: async_nats::Client, mut link: watch::Receiver<upstream::LinkState>) {
+    tokio::spawn(async move {
+        loop {
+            if *link.borrow_and_update() == upstream::LinkState::Connected {
+                ingest.set_max_event(client.server_info().max_payload as u64);
+            }
+            if link.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+impl NodeHandle {
+    /// Events and bytes waiting for upstream.
+    pub fn backlog(&self) -> (u64, u64) {
+        self.store.backlog()
+    }
+
+    pub fn upstream(&self) -> upstream::LinkState {
+        *self.link.borrow()
+    }
+
+    /// Holds (`true`) or resumes (`false`) forwarding; ingest goes on either way.
+    pub fn pause_forwarding(&self, paused: bool) {
+        self.pause.send_replace(paused);
+    }
+
+    /// Stops the node without losing anything acknowledged.
+    pub async fn shutdown(self) {
+        tracing::info!("stopping: no new connections; finishing requests in flight");
+        self.stop_ingress.cancel();
+        let _ = self.ingress.await;
+        tracing::info!("stopping: settling in-flight publishes");
+        self.stop_forwarder.cancel();
+        let _ = self.forwarder.await;
+        self.store.close().await;
+        let _ = self.client.flush().await;
+        let _ = self.client.drain().await;
+        tracing::info!("stopped");
+    }
+}

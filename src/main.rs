@@ -1,1 +1,108 @@
-fn main() {}
+//! The `jetedge` command line: parse arguments, load the config, run, and
+//! map failures to exit codes (1: could not run, 2: invalid config).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use jetedge::config::Config;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod send;
+
+#[derive(Parser)]
+#[command(name = "jetedge", version, about = "Edge event mesh node: webhooks and local NATS in, durable buffer, JetStream out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node until SIGTERM or Ctrl-C.
+    Run {
+        #[arg(short, long, env = "JETEDGE_CONFIG", default_value = "conf/jetedge.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file; print every problem with its key path; exit 2 if invalid.
+    Check {
+        #[arg(short, long, env = "JETEDGE_CONFIG", default_value = "conf/jetedge.toml")]
+        config: PathBuf,
+    },
+    /// Post a test event to a running node, signed the way the source expects.
+    Send(send::SendArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JETEDGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => match load(&config) {
+            Some(cfg) => report(run(cfg)),
+            None => ExitCode::from(2),
+        },
+        Command::Send(args) => match load(&args.config) {
+            Some(cfg) => report(send::send(&cfg, &args)),
+            None => ExitCode::from(2),
+        },
+    }
+}
+
+fn load(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(cfg) => Some(cfg),
+        Err(e) => {
+            eprint!("{e}");
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Some(cfg) => {
+            println!(
+                "{}: valid ({} source(s), upstream {})",
+                path.display(),
+                cfg.sources.len(),
+                cfg.upstream.servers.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(2),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let node = jetedge::Node::start(cfg).await.context("the node could not start")?;
+    wait_for_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,3 +1,209 @@
-//! Events in: HTTP webhooks and CloudEvents.
+//! Events in. `Ingest` is the transport-free core: given a source, headers
+//! and a raw body, it authenticates, normalises and persists, and says what
+//! happened to each event. `http` maps that onto routes and status codes;
+//! NATS ingest can reuse the same core.
 
+pub mod http;
 pub mod verify;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::{Invalid, Normalised, SourceShape};
+use crate::store::{NewEvent, Outcome, Record, Store, StoreError};
+use hyper::HeaderMap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use verify::{Verifier, VerifyError};
+
+/// A configured source: how to check it and how to read it.
+pub struct Source {
+    pub shape: SourceShape,
+    pub verifier: Verifier,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Accepted { id: String },
+    Duplicate { id: String },
+    Rejected(Rejection),
+}
+
+/// Why an event (or the whole request) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("unknown source {0:?}")]
+    UnknownSource(String),
+    #[error("{0}")]
+    Unauthorized(VerifyError),
+    #[error("{0}")]
+    Stale(VerifyError),
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error("the event is {size} bytes as an envelope, over upstream's limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the buffer is full (node.max_buffer); retry later")]
+    QuotaFull,
+    #[error("the node cannot take events now: {0}")]
+    Unavailable(String),
+}
+
+impl Rejection {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownSource(_) => "unknown_source",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Stale(_) => "timestamp_out_of_tolerance",
+            Self::Invalid(i) => i.code(),
+            Self::TooLarge { .. } => "event_too_large",
+            Self::QuotaFull => "buffer_full",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<VerifyError> for Rejection {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Stale { .. } => Self::Stale(e),
+            _ => Self::Unauthorized(e),
+        }
+    }
+}
+
+/// The ingest core shared by every transport.
+pub struct Ingest {
+    sources: HashMap<String, Source>,
+    pub events_source: String,
+    store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Largest envelope upstream takes (its `max_payload`, once known).
+    max_event: AtomicU64,
+}
+
+impl Ingest {
+    /// Builds every source, resolving its secrets.
+    pub fn new(cfg: &Config, store: Store, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let mut sources = HashMap::new();
+        for s in &cfg.sources {
+            let secrets = s
+                .secrets
+                .iter()
+                .map(|r| r.resolve())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("source {:?}: {e}", s.name))?;
+            let verifier = Verifier::new(s, &secrets).map_err(|e| format!("source {:?}: {e}", s.name))?;
+            let shape = SourceShape::new(&cfg.node.id, &cfg.upstream.subject_prefix, s)?;
+            sources.insert(s.name.clone(), Source { shape, verifier });
+        }
+        Ok(Self {
+            sources,
+            events_source: cfg.ingress.events_source.clone(),
+            store,
+            metrics,
+            max_event: AtomicU64::new(1 << 20),
+        })
+    }
+
+    pub fn source(&self, name: &str) -> Result<&Source, Rejection> {
+        self.sources.get(name).ok_or_else(|| Rejection::UnknownSource(name.to_string()))
+    }
+
+    pub fn set_max_event(&self, bytes: u64) {
+        self.max_event.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Persists normalised events (or passes on why they were refused), in order.
+    pub async fn persist(&self, source: &str, events: Vec<Result<Normalised, Rejection>>) -> Vec<Answer> {
+        let max = self.max_event.load(Ordering::Relaxed);
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(events.len());
+        let mut batch = Vec::new();
+        let mut ids = Vec::new();
+        for ev in events {
+            match ev.and_then(|n| to_new_event(source, n, max)) {
+                Ok(new) => {
+                    ids.push(new.id.clone());
+                    batch.push(new);
+                    answers.push(None);
+                }
+                Err(r) => answers.push(Some(Answer::Rejected(r))),
+            }
+        }
+        let outcomes = match self.store.persist(batch).await {
+            Ok(o) => o,
+            Err(e) => {
+                let r = unavailable(e);
+                return answers
+                    .into_iter()
+                    .map(|a| a.unwrap_or_else(|| Answer::Rejected(r.clone())))
+                    .inspect(|a| self.count(a))
+                    .collect();
+            }
+        };
+        let mut fresh = outcomes.into_iter().zip(ids);
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| {
+                    let (outcome, id) = fresh.next().expect("one outcome per persisted event");
+                    match outcome {
+                        Outcome::Accepted => Answer::Accepted { id },
+                        Outcome::Duplicate { id } => Answer::Duplicate { id },
+                        Outcome::QuotaFull => Answer::Rejected(Rejection::QuotaFull),
+                    }
+                })
+            })
+            .inspect(|a| self.count(a))
+            .collect()
+    }
+
+    fn count(&self, a: &Answer) {
+        match a {
+            Answer::Accepted { .. } => Metrics::add(&self.metrics.events_accepted, 1),
+            Answer::Duplicate { .. } => Metrics::add(&self.metrics.events_duplicate, 1),
+            Answer::Rejected(r) => self.metrics.reject(r.code()),
+        }
+    }
+
+    /// Authenticates a request of `source`; `now` is Unix seconds.
+    pub fn verify(&self, source: &Source, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Rejection> {
+        source.verifier.verify(headers, body, now).map_err(Rejection::from)
+    }
+}
+
+fn to_new_event(source: &str, n: Normalised, max: u64) -> Result<NewEvent, Rejection> {
+    let e = n.envelope;
+    let record = Record {
+        payload: e.to_json(),
+        subject: n.subject,
+        id: e.id.clone(),
+        type_: e.type_,
+        source: e.source,
+        traceparent: e.traceparent,
+    };
+    // Headers and subject travel with the payload; keep a margin for them.
+    let size = (record.payload.len() + 1024) as u64;
+    if size > max {
+        return Err(Rejection::TooLarge { size, limit: max });
+    }
+    Ok(NewEvent {
+        key: e.idempotencykey.map(|k| (source.to_string(), k)),
+        id: record.id.clone(),
+        record: record.encode(),
+    })
+}
+
+fn unavailable(e: StoreError) -> Rejection {
+    match e {
+        StoreError::Closed => Rejection::Unavailable("the node is shutting down".into()),
+        other => {
+            tracing::error!(error = %other, "persisting events failed");
+            Rejection::Unavailable("storage error; retry later".into())
+        }
+    }
+}

@@ -30,6 +30,8 @@ pub(super) enum Request {
     Sync {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Commit everything queued before this, flush, and end the thread.
+    Stop { reply: oneshot::Sender<()> },
 }
 
 pub(super) struct Committer {
@@ -50,15 +52,24 @@ impl Committer {
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut stop = None;
         while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(r) => group.push(r),
-                    Err(_) => break,
+            let mut group = Vec::new();
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Stop { reply } => stop = Some(reply),
+                    other => group.push(other),
                 }
+                if stop.is_some() || group.len() >= MAX_GROUP {
+                    break;
+                }
+                next = rx.try_recv().ok();
             }
             self.commit_group(group);
+            if stop.is_some() {
+                break;
+            }
             if self.last_sweep.elapsed() >= SWEEP_EVERY {
                 if let Err(e) = self.sweep_expired(now_ms()) {
                     tracing::warn!(error = %e, "sweeping expired idempotency keys failed");
@@ -68,6 +79,11 @@ impl Committer {
         }
         if let Err(e) = self.durable() {
             tracing::error!(error = %e, "final flush of the store failed");
+        }
+        // Requests still queued are dropped with `rx`: their callers see `Closed`.
+        drop(rx);
+        if let Some(reply) = stop {
+            let _ = reply.send(());
         }
     }
 
@@ -86,6 +102,7 @@ impl Committer {
                     }
                 },
                 Request::Sync { reply } => syncs.push(reply),
+                Request::Stop { .. } => unreachable!("run() takes Stop out of the group"),
             }
         }
         let written = staged.apply(&self.inner).and_then(|()| self.durable());

@@ -201,18 +201,17 @@ impl Store {
         )
     }
 
-    /// Stops the committer after it finished every queued request, and flushes.
+    /// Commits everything queued so far, flushes, and stops the committer.
+    /// Later calls on any clone get [`StoreError::Closed`].
     pub async fn close(self) {
-        let Store { inner, requests } = self;
-        drop(requests);
-        let handle = inner.committer.lock().expect("committer lock").take();
+        let (reply, rx) = oneshot::channel();
+        if self.requests.send(commit::Request::Stop { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.inner.committer.lock().expect("committer lock").take();
         if let Some(h) = handle {
-            // Other clones of the sender (still held by tasks that are being
-            // stopped) keep the thread alive until they drop; wait on a
-            // blocking thread so the runtime is not held up.
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
-        let _ = inner.db.flush();
     }
 }
 

@@ -11,6 +11,7 @@ mod github;
 mod hmac_header;
 mod shopify;
 mod slack;
+mod sign;
 mod standard;
 mod stripe;
 

@@ -1,0 +1,324 @@
+//! The ingress HTTP server (hyper 1, HTTP/1.1 with keep-alive): routes,
+//! body limits and timeouts, and the one place where an outcome becomes a
+//! status code and a JSON body. It knows nothing of signatures or storage
+//! beyond calling [`Ingest`].
+
+use super::{Answer, Ingest, Rejection};
+use crate::pipeline::{Invalid, Normalised};
+use crate::upstream::LinkState;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Seconds a sender is asked to wait when the buffer is full or the node is stopping.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// Listener settings, from `[ingress]`.
+#[derive(Clone)]
+pub struct Limits {
+    pub max_body: u64,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Shared by every connection.
+pub struct Server {
+    pub ingest: Arc<Ingest>,
+    pub limits: Limits,
+    pub link: watch::Receiver<LinkState>,
+}
+
+/// A request that failed before any event was formed.
+#[derive(Debug)]
+enum ApiError {
+    NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType(String),
+    TooLarge(u64),
+    BodyTimeout,
+    BadRequest(String),
+    Rejected(Rejection),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Rejected(r) => (rejection_status(r), r.code()),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::NotFound => "no such route".into(),
+            Self::MethodNotAllowed => "method not allowed on this route".into(),
+            Self::UnsupportedMediaType(m) => m.clone(),
+            Self::TooLarge(max) => format!("request body is over the limit of {max} bytes"),
+            Self::BodyTimeout => "request body was not received in time".into(),
+            Self::BadRequest(m) => m.clone(),
+            Self::Rejected(r) => r.to_string(),
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        Self::Rejected(r)
+    }
+}
+
+/// The one mapping from a refused event to its status code.
+fn rejection_status(r: &Rejection) -> StatusCode {
+    match r {
+        Rejection::UnknownSource(_) => StatusCode::NOT_FOUND,
+        Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Rejection::Stale(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
+        Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Rejection::QuotaFull | Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Accepts connections until `shutdown`, then lets in-flight requests finish
+/// (up to `drain_timeout`) and returns.
+pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(server.limits.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(server.limits.header_timeout)
+        .keep_alive(true);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let srv = server.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let srv = srv.clone();
+            async move { Ok::<_, Infallible>(srv.handle(req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(server.limits.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections were still busy at the end of the shutdown timeout");
+    }
+}
+
+impl Server {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let result = match (req.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({"status": "ok"}))),
+            (&Method::GET, "/readyz") => Ok(self.readyz()),
+            (&Method::POST, "/v1/events") => self.events(req).await,
+            (&Method::POST, p) if p.starts_with("/v1/webhooks/") => {
+                let name = p["/v1/webhooks/".len()..].to_string();
+                self.webhook(&name, req).await
+            }
+            (_, "/healthz" | "/readyz" | "/v1/events") => Err(ApiError::MethodNotAllowed),
+            (_, p) if p.starts_with("/v1/webhooks/") => Err(ApiError::MethodNotAllowed),
+            _ => Err(ApiError::NotFound),
+        };
+        result.unwrap_or_else(|e| {
+            let (status, code) = e.status_and_code();
+            self.ingest.metrics.reject(code);
+            tracing::info!(%path, status = status.as_u16(), code, reason = %e.message(), "request refused");
+            error_response(status, code, &e.message())
+        })
+    }
+
+    fn readyz(&self) -> Response<Full<Bytes>> {
+        let (events, bytes) = self.ingest.store().backlog();
+        // Ready while offline: buffering is the job.
+        json_response(
+            StatusCode::OK,
+            json!({"status": "ready", "store": "open", "upstream": self.link.borrow().as_str(),
+                   "backlog_events": events, "backlog_bytes": bytes}),
+        )
+    }
+
+    async fn webhook(&self, name: &str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let source = self.ingest.source(name)?;
+        require_json(req.headers(), false)?;
+        let (parts, body) = req.into_parts();
+        let body = self.read_body(&parts.headers, body).await?;
+        let now = OffsetDateTime::now_utc();
+        self.ingest.verify(source, &parts.headers, &body, now.unix_timestamp())?;
+        let value: Value = parse_json(&body)?;
+        let event = source.shape.from_webhook(&parts.headers, value, now).map_err(Rejection::from);
+        let answer = self.ingest.persist(name, vec![event]).await.remove(0);
+        Ok(single_answer(answer))
+    }
+
+    async fn events(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let name = query_param(req.uri().query(), "source").unwrap_or_else(|| self.ingest.events_source.clone());
+        let source = self.ingest.source(&name)?;
+        let batch_type = require_json(req.headers(), true)?;
+        let (parts, body) = req.into_parts();
+        let body = self.read_body(&parts.headers, body).await?;
+        let now = OffsetDateTime::now_utc();
+        self.ingest.verify(source, &parts.headers, &body, now.unix_timestamp())?;
+        let normalise = |v: Value| -> Result<Normalised, Rejection> {
+            source.shape.from_cloudevent(&parts.headers, v, now).map_err(Rejection::from)
+        };
+        match parse_json(&body)? {
+            Value::Array(items) => {
+                if items.is_empty() {
+                    return Err(ApiError::BadRequest("an empty batch holds no events".into()));
+                }
+                let events = items.into_iter().map(normalise).collect();
+                let answers = self.ingest.persist(&name, events).await;
+                Ok(batch_answer(answers))
+            }
+            _ if batch_type => Err(ApiError::BadRequest("a cloudevents-batch body must be a JSON array".into())),
+            single => {
+                let answer = self.ingest.persist(&name, vec![normalise(single)]).await.remove(0);
+                Ok(single_answer(answer))
+            }
+        }
+    }
+
+    /// Reads the whole body within the size limit and the body timeout.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
+        let max = self.limits.max_body;
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ApiError::TooLarge(max));
+        }
+        let limited = Limited::new(body, max as usize);
+        match tokio::time::timeout(self.limits.body_timeout, limited.collect()).await {
+            Err(_) => Err(ApiError::BodyTimeout),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(max)),
+            Ok(Err(e)) => Err(ApiError::BadRequest(format!("could not read the request body: {e}"))),
+        }
+    }
+}
+
+/// Checks for a JSON content type; returns whether it is the CloudEvents batch type.
+fn require_json(headers: &HeaderMap, cloudevents: bool) -> Result<bool, ApiError> {
+    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let batch = essence == "application/cloudevents-batch+json";
+    let ok = essence == "application/json" || essence.ends_with("+json");
+    if !ok {
+        let want = if cloudevents {
+            "application/cloudevents+json, application/cloudevents-batch+json or application/json"
+        } else {
+            "application/json"
+        };
+        let got = if ct.is_empty() { "none".to_string() } else { format!("{ct:?}") };
+        return Err(ApiError::UnsupportedMediaType(format!("content type must be {want}, got {got}")));
+    }
+    Ok(batch)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
+    serde_json::from_slice(body).map_err(|e| Rejection::Invalid(Invalid::Json(e.to_string())))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+fn answer_body(a: &Answer) -> (StatusCode, Value) {
+    match a {
+        Answer::Accepted { id } => (StatusCode::ACCEPTED, json!({"id": id, "status": "accepted"})),
+        Answer::Duplicate { id } => (StatusCode::OK, json!({"id": id, "status": "duplicate"})),
+        Answer::Rejected(r) => (
+            rejection_status(r),
+            json!({"error": {"code": r.code(), "message": r.to_string()}}),
+        ),
+    }
+}
+
+fn single_answer(a: Answer) -> Response<Full<Bytes>> {
+    let (status, body) = answer_body(&a);
+    if let Answer::Rejected(r) = &a {
+        tracing::info!(status = status.as_u16(), code = r.code(), reason = %r, "event refused");
+    }
+    json_response(status, body)
+}
+
+/// A batch is answered 202 with one result per element, each the body a
+/// single post would have had plus its `http_status`. When every element
+/// failed the same way, that status is the batch's.
+fn batch_answer(answers: Vec<Answer>) -> Response<Full<Bytes>> {
+    let mut statuses = Vec::with_capacity(answers.len());
+    let results: Vec<Value> = answers
+        .iter()
+        .map(|a| {
+            let (status, mut body) = answer_body(a);
+            body["http_status"] = json!(status.as_u16());
+            statuses.push(status);
+            body
+        })
+        .collect();
+    let first = statuses[0];
+    let status = if first.is_client_error() || first.is_server_error() {
+        if statuses.iter().all(|s| *s == first) { first } else { StatusCode::ACCEPTED }
+    } else {
+        StatusCode::ACCEPTED
+    };
+    json_response(status, json!({ "results": results }))
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({"error": {"code": code, "message": message}}))
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    }
+    resp
+}

@@ -1,0 +1,98 @@
+//! Counters of what the node did, shared by every task and rendered as
+//! Prometheus text. Plain atomics: counting must never slow the data path
+//! or take a lock.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
+pub const ERROR_CODES: [&str; 15] = [
+    "not_found",
+    "method_not_allowed",
+    "unknown_source",
+    "unsupported_media_type",
+    "body_too_large",
+    "event_too_large",
+    "body_timeout",
+    "bad_request",
+    "malformed_json",
+    "invalid_event",
+    "invalid_type",
+    "unauthorized",
+    "timestamp_out_of_tolerance",
+    "buffer_full",
+    "unavailable",
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub events_accepted: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub events_forwarded: AtomicU64,
+    pub publish_failures: AtomicU64,
+    pub events_quarantined: AtomicU64,
+    pub commit_errors: AtomicU64,
+    rejected: [AtomicU64; ERROR_CODES.len()],
+}
+
+impl Metrics {
+    /// Counts one rejected request or event by its error code.
+    pub fn reject(&self, code: &str) {
+        if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.commit_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn rejected(&self, code: &str) -> u64 {
+        ERROR_CODES
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.rejected[i].load(Ordering::Relaxed))
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition; `backlog` is (events, bytes) waiting for upstream.
+    pub fn render(&self, backlog: (u64, u64), upstream_connected: bool) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}");
+        };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter("jetedge_events_accepted", "Events made durable in the outbox.", load(&self.events_accepted));
+        counter("jetedge_events_duplicate", "Events answered as duplicates of an earlier one.", load(&self.events_duplicate));
+        counter("jetedge_events_forwarded", "Events acknowledged by upstream JetStream.", load(&self.events_forwarded));
+        counter("jetedge_publish_failures", "Upstream publishes that failed and will be retried.", load(&self.publish_failures));
+        counter("jetedge_events_quarantined", "Outbox entries upstream can never take (moved aside).", load(&self.events_quarantined));
+        let _ = writeln!(out, "# HELP jetedge_ingress_rejected Requests or events refused, by error code.\n# TYPE jetedge_ingress_rejected counter");
+        for (i, code) in ERROR_CODES.iter().enumerate() {
+            let _ = writeln!(out, "jetedge_ingress_rejected_total{{code=\"{code}\"}} {}", load(&self.rejected[i]));
+        }
+        let _ = writeln!(out, "# HELP jetedge_backlog_events Events waiting for upstream.\n# TYPE jetedge_backlog_events gauge\njetedge_backlog_events {}", backlog.0);
+        let _ = writeln!(out, "# HELP jetedge_backlog_bytes Bytes waiting for upstream.\n# TYPE jetedge_backlog_bytes gauge\njetedge_backlog_bytes {}", backlog.1);
+        let _ = writeln!(out, "# HELP jetedge_upstream_connected 1 while the upstream link is up.\n# TYPE jetedge_upstream_connected gauge\njetedge_upstream_connected {}", u8::from(upstream_connected));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_are_counted_by_code_and_rendered() {
+        let m = Metrics::default();
+        m.reject("unauthorized");
+        m.reject("unauthorized");
+        Metrics::add(&m.events_accepted, 3);
+        assert_eq!(m.rejected("unauthorized"), 2);
+        let text = m.render((5, 500), true);
+        assert!(text.contains("jetedge_ingress_rejected_total{code=\"unauthorized\"} 2"));
+        assert!(text.contains("jetedge_events_accepted_total 3"));
+        assert!(text.contains("jetedge_backlog_events 5"));
+    }
+}

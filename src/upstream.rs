@@ -1,0 +1,102 @@
+//! The connection to upstream NATS, and the link state everybody else reads.
+//!
+//! The client is created with `retry_on_initial_connect` and unlimited
+//! reconnects, so a node starts (and buffers) with upstream down and
+//! connects whenever upstream appears. The link state is a `watch` channel
+//! fed by the client's event callback: only this module writes it.
+
+use crate::config::UpstreamConfig;
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Never connected yet.
+    Connecting,
+    Connected,
+    Disconnected,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Connects (in the background) and returns the client and its link state.
+pub async fn connect(
+    cfg: &UpstreamConfig,
+    node_id: &str,
+) -> Result<(Client, watch::Receiver<LinkState>), String> {
+    let (tx, rx) = watch::channel(LinkState::Connecting);
+    let mut opts = ConnectOptions::new()
+        .name(format!("jetedge-{node_id}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(|attempts| {
+            // 100ms doubling to 5s: quick after a blip, gentle during an outage.
+            Duration::from_millis((100u64 << attempts.min(6)).min(5_000))
+        })
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move { on_event(&tx, event) }
+        });
+    if let Some(t) = &cfg.token {
+        opts = opts.token(t.resolve()?.expose().to_string());
+    }
+    if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(user.clone(), pass.resolve()?.expose().to_string());
+    }
+    if let Some(seed) = &cfg.nkey {
+        opts = opts.nkey(seed.resolve()?.expose().to_string());
+    }
+    if let Some(path) = &cfg.creds {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("upstream.creds {}: {e}", path.display()))?;
+    }
+    if let Some(tls) = &cfg.tls {
+        opts = opts.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    let servers: Vec<ServerAddr> = cfg
+        .servers
+        .iter()
+        .map(|s| s.parse().map_err(|e| format!("upstream server {s:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let client = opts
+        .connect(servers)
+        .await
+        .map_err(|e| format!("cannot set up the upstream client: {e}"))?;
+    Ok((client, rx))
+}
+
+fn on_event(tx: &watch::Sender<LinkState>, event: Event) {
+    match event {
+        Event::Connected => {
+            tracing::info!("upstream connected");
+            tx.send_replace(LinkState::Connected);
+        }
+        Event::Disconnected => {
+            tracing::warn!("upstream disconnected; events are buffered until it returns");
+            tx.send_replace(LinkState::Disconnected);
+        }
+        Event::ServerError(e) => tracing::warn!(error = %e, "upstream server error"),
+        // Every failed reconnect attempt reports one; the forwarder already
+        // warns about an unreachable upstream, once a minute.
+        Event::ClientError(e) => tracing::debug!(error = %e, "upstream client error"),
+        other => tracing::debug!(event = %other, "upstream event"),
+    }
+}

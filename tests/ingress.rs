@@ -1,0 +1,173 @@
+//! Every bad input gets its status code and JSON error body, is counted, and
+//! the node keeps serving. Upstream is absent here: ingest does not need it.
+
+mod support;
+
+use jetedge::Node;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::time::Duration;
+use support::http::{post_order, Client, Reply};
+use support::{node_config, now, parse_config, sign, TempDir};
+
+async fn offline_node(dir: &TempDir, extra: &str) -> jetedge::NodeHandle {
+    let port = support::free_port(); // nothing listens there
+    let text = node_config(dir.path(), &[format!("nats://127.0.0.1:{port}")]).replace("max_buffer = \"512MiB\"", extra);
+    Node::start(parse_config(&text)).await.unwrap()
+}
+
+fn assert_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.body["error"]["code"], code, "{r:?}");
+    assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{r:?}");
+}
+
+fn json_ct() -> Vec<(String, String)> {
+    vec![("content-type".into(), "application/json".into())]
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_status_code_and_the_node_keeps_serving() {
+    let dir = TempDir::new("ingress-bad");
+    let node = offline_node(&dir, "max_buffer = \"512MiB\"").await;
+    let c = Client::new(node.ingress_addr);
+    let body = support::order_body("shop", 1);
+
+    // 404: unknown source and unknown route; 405: wrong method.
+    assert_error(&c.post("/v1/webhooks/nope", &sign("x", &body, now()), body.clone()).await, 404, "unknown_source");
+    assert_error(&c.get("/v2/anything").await, 404, "not_found");
+    assert_error(&c.get("/v1/events").await, 405, "method_not_allowed");
+
+    // 415: wrong or missing content type.
+    let mut h = sign("m1", &body, now());
+    h[0].1 = "text/plain".into();
+    assert_error(&c.post("/v1/webhooks/shop", &h, body.clone()).await, 415, "unsupported_media_type");
+    assert_error(&c.post("/v1/webhooks/shop", &h[1..], body.clone()).await, 415, "unsupported_media_type");
+
+    // 401: missing signature, wrong signature, signature of another body.
+    assert_error(&c.post("/v1/webhooks/shop", &json_ct(), body.clone()).await, 401, "unauthorized");
+    let mut h = sign("m2", &body, now());
+    h[3].1 = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    assert_error(&c.post("/v1/webhooks/shop", &h, body.clone()).await, 401, "unauthorized");
+    let other = support::order_body("shop", 2);
+    assert_error(&c.post("/v1/webhooks/shop", &sign("m3", &other, now()), body.clone()).await, 401, "unauthorized");
+
+    // 422: correctly signed, but stale or from the future.
+    assert_error(&c.post("/v1/webhooks/shop", &sign("m4", &body, now() - 3600), body.clone()).await, 422, "timestamp_out_of_tolerance");
+    assert_error(&c.post("/v1/webhooks/shop", &sign("m5", &body, now() + 3600), body.clone()).await, 422, "timestamp_out_of_tolerance");
+
+    // 400: malformed JSON, no type, unsafe type (signed, so only the content is wrong).
+    for (bad, code) in [
+        (b"{\"type\": ".to_vec(), "malformed_json"),
+        (br#"{"data": {}}"#.to_vec(), "invalid_event"),
+        (br#"{"type": "order.*"}"#.to_vec(), "invalid_type"),
+        (br#"{"type": "order created"}"#.to_vec(), "invalid_type"),
+        (br#"{"type": "order..created"}"#.to_vec(), "invalid_type"),
+    ] {
+        let r = c.post("/v1/webhooks/shop", &sign("m6", &bad, now()), bad.clone()).await;
+        assert_error(&r, 400, code);
+    }
+    // 400: CloudEvents that are not.
+    let ce = |v: serde_json::Value| v.to_string().into_bytes();
+    let r = c.post("/v1/events", &json_ct(), ce(json!({"specversion": "0.3", "id": "1", "source": "/k", "type": "t"}))).await;
+    assert_error(&r, 400, "invalid_event");
+    let r = c.post("/v1/events", &json_ct(), ce(json!([]))).await;
+    assert_error(&r, 400, "bad_request");
+
+    // 413: over max_body, declared up front or streamed without a length.
+    let big = vec![b' '; 70 * 1024];
+    assert_error(&c.post("/v1/webhooks/shop", &sign("m7", &big, now()), big.clone()).await, 413, "body_too_large");
+    let chunked = chunked_post(node.ingress_addr, "/v1/events", &big);
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    assert!(chunked.contains("body_too_large"), "{chunked}");
+
+    // The node still serves, and every refusal was counted.
+    assert_eq!(post_order(&c, "shop", 1).await.status, 202);
+    assert_eq!(c.get("/healthz").await.status, 200);
+    assert_eq!(node.metrics.rejected("unauthorized"), 3);
+    assert_eq!(node.metrics.rejected("timestamp_out_of_tolerance"), 2);
+    assert_eq!(node.metrics.rejected("invalid_type"), 3);
+    assert_eq!(node.metrics.rejected("body_too_large"), 2);
+    assert_eq!(node.metrics.rejected("unsupported_media_type"), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_body_gets_408() {
+    let dir = TempDir::new("ingress-slow");
+    let node = offline_node(&dir, "max_buffer = \"512MiB\"").await;
+    let mut s = std::net::TcpStream::connect(node.ingress_addr).unwrap();
+    write!(s, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\":").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "answered before the body timeout");
+    assert_eq!(Client::new(node.ingress_addr).get("/healthz").await.status, 200);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicates_are_answered_200_with_the_first_id() {
+    let dir = TempDir::new("ingress-dup");
+    let node = offline_node(&dir, "max_buffer = \"512MiB\"").await;
+    let c = Client::new(node.ingress_addr);
+    let first = post_order(&c, "shop", 7).await;
+    assert_eq!(first.status, 202);
+    assert_eq!(first.body["status"], "accepted");
+    for _ in 0..3 {
+        let again = post_order(&c, "shop", 7).await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.body["status"], "duplicate");
+        assert_eq!(again.body["id"], first.body["id"]);
+    }
+    // The same sender id from another source is a different event.
+    assert_eq!(post_order(&c, "s1", 7).await.status, 202);
+    assert_eq!(node.backlog().0, 2);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_buffer_answers_503_with_retry_after() {
+    let dir = TempDir::new("ingress-quota");
+    let node = offline_node(&dir, "max_buffer = \"1MiB\"").await;
+    let c = Client::new(node.ingress_addr);
+    let mut accepted = 0;
+    let mut full = None;
+    for n in 0..5000 {
+        let r = post_order(&c, "shop", n).await;
+        match r.status {
+            202 => accepted += 1,
+            _ => {
+                full = Some(r);
+                break;
+            }
+        }
+    }
+    let r = full.expect("the buffer never filled");
+    assert_error(&r, 503, "buffer_full");
+    assert_eq!(r.headers.get("retry-after").unwrap(), "5");
+    assert!(accepted > 100, "only {accepted} accepted before the quota");
+    assert_eq!(node.backlog().0, accepted);
+    assert_eq!(c.get("/readyz").await.status, 200);
+    node.shutdown().await;
+}
+
+/// Sends `body` with chunked transfer encoding (no length up front).
+fn chunked_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    for chunk in body.chunks(8192) {
+        if write!(s, "{:x}\r\n", chunk.len()).is_err() || s.write_all(chunk).is_err() || s.write_all(b"\r\n").is_err() {
+            break; // the server may answer and close before the rest is sent
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,73 @@
+//! An HTTP/1.1 client for tests (hyper, keep-alive), and a blocking GET for
+//! the nats-server monitoring port.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
+use serde_json::Value;
+use std::io::{Read, Write};
+
+#[derive(Clone)]
+pub struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+/// What the node answered.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Value,
+}
+
+impl Client {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        let inner = HyperClient::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build_http();
+        Self { inner, base: format!("http://{addr}") }
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(String, String)], body: Vec<u8>) -> Reply {
+        let mut req = hyper::Request::post(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        self.send(req.body(Full::new(Bytes::from(body))).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        let req = hyper::Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new())).unwrap();
+        self.send(req).await
+    }
+
+    async fn send(&self, req: hyper::Request<Full<Bytes>>) -> Reply {
+        let resp = self.inner.request(req).await.expect("request to the node failed");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+}
+
+/// Posts a signed order webhook `n` of `source`; returns the reply.
+pub async fn post_order(client: &Client, source: &str, n: usize) -> Reply {
+    let body = super::order_body(source, n);
+    let id = format!("{source}-{n}");
+    let headers = super::sign(&id, &body, super::now());
+    client.post(&format!("/v1/webhooks/{source}"), &headers, body).await
+}
+
+/// A GET over a plain socket, for health checks from sync code.
+pub fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}

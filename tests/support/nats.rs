@@ -1,0 +1,224 @@
+//! Real nats-server processes: a single JetStream server or a 3-node
+//! cluster, each on free loopback ports with its own store directory.
+
+use super::{free_port, TempDir};
+use async_nats::jetstream;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Finds nats-server: `$NATS_SERVER_BIN`, else the project's `.venv-nats`
+/// (installed by `scripts/install-nats.sh`).
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-nats/bin/nats-server");
+    assert!(p.exists(), "nats-server not found at {}: run scripts/install-nats.sh or set NATS_SERVER_BIN", p.display());
+    p
+}
+
+pub struct NatsServer {
+    pub port: u16,
+    pub monitor_port: u16,
+    pub cluster_port: Option<u16>,
+    name: String,
+    routes: Vec<u16>,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// A single JetStream server.
+    pub fn start() -> Self {
+        let mut s = Self::new("single", None, vec![]);
+        s.spawn();
+        s.wait_ready(false);
+        s
+    }
+
+    fn new(name: &str, cluster_port: Option<u16>, routes: Vec<u16>) -> Self {
+        Self {
+            port: free_port(),
+            monitor_port: free_port(),
+            cluster_port,
+            name: name.to_string(),
+            routes,
+            dir: TempDir::new(&format!("nats-{name}")),
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("server.conf");
+        let mut text = format!(
+            "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\njetstream {{ store_dir: {:?} }}\n",
+            self.name,
+            self.port,
+            self.monitor_port,
+            self.dir.path().join("js").display().to_string()
+        );
+        if let Some(cp) = self.cluster_port {
+            let routes: Vec<String> = self.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+            text.push_str(&format!(
+                "cluster {{ name: testhub\n listen: 127.0.0.1:{cp}\n routes: [{}] }}\n",
+                routes.join(", ")
+            ));
+        }
+        std::fs::write(&conf, text).unwrap();
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+    }
+
+    /// Waits for the monitoring endpoint to report healthy (JetStream
+    /// included when `js_only` is false).
+    fn wait_ready(&self, meta_only: bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let path = if meta_only { "/healthz?js-enabled-only=true" } else { "/healthz" };
+        while Instant::now() < deadline {
+            if super::http::blocking_get(self.monitor_port, path).is_some_and(|(s, _)| s == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nats-server {} did not become healthy; log in {}", self.name, self.dir.path().display());
+    }
+
+    /// Kills the process (SIGKILL by PID) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready(self.cluster_port.is_some());
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A 3-node JetStream cluster on loopback.
+pub struct Cluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let cports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut servers: Vec<NatsServer> = (0..3)
+            .map(|i| NatsServer::new(&format!("hub-{i}"), Some(cports[i]), cports.clone()))
+            .collect();
+        for s in &mut servers {
+            s.spawn();
+        }
+        for s in &servers {
+            s.wait_ready(true);
+        }
+        Self { servers }
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.url()).collect()
+    }
+
+    pub fn by_name(&mut self, name: &str) -> Option<&mut NatsServer> {
+        self.servers.iter_mut().find(|s| s.name == name)
+    }
+}
+
+/// A JetStream context on `url`, for checking what upstream holds.
+pub async fn jetstream(urls: &[String]) -> jetstream::Context {
+    let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(addrs)
+        .await
+        .unwrap();
+    jetstream::new(client)
+}
+
+/// Messages in `stream`, in stream order, once it holds at least `want`
+/// (or whatever it holds when `timeout` passes).
+/// One message as the stream holds it.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub subject: String,
+    pub sequence: u64,
+    pub headers: async_nats::HeaderMap,
+    pub payload: bytes::Bytes,
+}
+
+impl Msg {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.as_str().to_string())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("stream payload is JSON")
+    }
+}
+
+pub async fn read_stream(js: &jetstream::Context, stream: &str, want: usize, timeout: Duration) -> Vec<Msg> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let count = stream_count(js, stream).await;
+        if count >= want as u64 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stream = js.get_stream(stream).await.unwrap();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let total = stream.cached_info().state.messages as usize;
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("reading the stream timed out")
+            .unwrap()
+            .unwrap();
+        out.push(Msg {
+            subject: m.subject.to_string(),
+            sequence: m.info().unwrap().stream_sequence,
+            headers: m.headers.clone().unwrap_or_default(),
+            payload: m.payload.clone(),
+        });
+    }
+    out
+}
+
+/// Messages in the stream now; 0 when it does not exist yet.
+pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
+    match js.get_stream(stream).await {
+        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
