@@ -5,7 +5,7 @@ mod support;
 
 use jetedge::Node;
 use serde_json::json;
-use std::io::{Read, Write};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use std::time::Duration;
 use support::http::{post_order, Client, Reply};
 use support::{node_config, now, parse_config, sign, TempDir};
@@ -77,7 +77,7 @@ async fn bad_requests_get_their_status_code_and_the_node_keeps_serving() {
     // 413: over max_body, declared up front or streamed without a length.
     let big = vec![b' '; 70 * 1024];
     assert_error(&c.post("/v1/webhooks/shop", &sign("m7", &big, now()), big.clone()).await, 413, "body_too_large");
-    let chunked = chunked_post(node.ingress_addr, "/v1/events", &big);
+    let chunked = chunked_post(node.ingress_addr, "/v1/events", &big).await;
     assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
     assert!(chunked.contains("body_too_large"), "{chunked}");
 
@@ -96,13 +96,13 @@ async fn bad_requests_get_their_status_code_and_the_node_keeps_serving() {
 async fn a_slow_body_gets_408() {
     let dir = TempDir::new("ingress-slow");
     let node = offline_node(&dir, "max_buffer = \"512MiB\"").await;
-    let mut s = std::net::TcpStream::connect(node.ingress_addr).unwrap();
-    write!(s, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\":").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = tokio::net::TcpStream::connect(node.ingress_addr).await.unwrap();
+    let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":";
+    s.write_all(head.as_bytes()).await.unwrap();
     let started = std::time::Instant::now();
-    let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("no answer").unwrap();
+    let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
     assert!(started.elapsed() >= Duration::from_millis(1500), "answered before the body timeout");
@@ -157,17 +157,19 @@ async fn a_full_buffer_answers_503_with_retry_after() {
 }
 
 /// Sends `body` with chunked transfer encoding (no length up front).
-fn chunked_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+async fn chunked_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
     for chunk in body.chunks(8192) {
-        if write!(s, "{:x}\r\n", chunk.len()).is_err() || s.write_all(chunk).is_err() || s.write_all(b"\r\n").is_err() {
-            break; // the server may answer and close before the rest is sent
+        let size = format!("{:x}\r\n", chunk.len());
+        // The server may answer and close before the rest is sent.
+        if s.write_all(size.as_bytes()).await.is_err() || s.write_all(chunk).await.is_err() || s.write_all(b"\r\n").await.is_err() {
+            break;
         }
     }
-    let _ = s.write_all(b"0\r\n\r\n");
+    let _ = s.write_all(b"0\r\n\r\n").await;
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
