@@ -5,10 +5,9 @@
 mod support;
 
 use jetedge::Node;
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use support::http::{post_order, Client};
-use support::nats::{jetstream, read_stream, Msg, NatsServer};
+use support::nats::{assert_once_in_order, jetstream, read_stream, NatsServer};
 use support::{node_config, parse_config, TempDir};
 
 /// Posts `per_source` orders from each of `sources` concurrently (each source
@@ -33,23 +32,6 @@ async fn post_all(client: &Client, sources: usize, per_source: usize) -> usize {
         total += t.await.unwrap();
     }
     total
-}
-
-/// Checks the stream holds each (source, n) exactly once and in order per source.
-fn assert_once_in_order(msgs: &[Msg], sources: usize, per_source: usize) {
-    let ids: HashSet<String> = msgs.iter().map(|m| m.header("Nats-Msg-Id").unwrap()).collect();
-    assert_eq!(ids.len(), msgs.len(), "an event id appears twice in the stream");
-    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
-    for m in msgs {
-        let ev = m.json();
-        let source = ev["data"]["data"]["source"].as_str().unwrap().to_string();
-        seen.entry(source).or_default().push(ev["data"]["data"]["n"].as_u64().unwrap());
-    }
-    assert_eq!(seen.len(), sources);
-    for (source, ns) in seen {
-        let expected: Vec<u64> = (0..per_source as u64).collect();
-        assert_eq!(ns, expected, "source {source}: events missing, doubled or out of order");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

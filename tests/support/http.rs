@@ -30,25 +30,31 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, headers: &[(String, String)], body: Vec<u8>) -> Reply {
+        self.try_post(path, headers, body).await.expect("request to the node failed")
+    }
+
+    /// As [`Client::post`], but a connection failure is returned rather than a panic
+    /// (for tests where the node goes away).
+    pub async fn try_post(&self, path: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Reply, String> {
         let mut req = hyper::Request::post(format!("{}{path}", self.base));
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        self.send(req.body(Full::new(Bytes::from(body))).unwrap()).await
+        self.try_send(req.body(Full::new(Bytes::from(body))).unwrap()).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
         let req = hyper::Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new())).unwrap();
-        self.send(req).await
+        self.try_send(req).await.expect("request to the node failed")
     }
 
-    async fn send(&self, req: hyper::Request<Full<Bytes>>) -> Reply {
-        let resp = self.inner.request(req).await.expect("request to the node failed");
+    async fn try_send(&self, req: hyper::Request<Full<Bytes>>) -> Result<Reply, String> {
+        let resp = self.inner.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body }
+        Ok(Reply { status, headers, body })
     }
 }
 

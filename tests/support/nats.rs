@@ -4,6 +4,7 @@
 use super::{free_port, TempDir};
 use async_nats::jetstream;
 use futures::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -220,5 +221,33 @@ pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
     match js.get_stream(stream).await {
         Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
+    }
+}
+
+/// Each (source, n) of the order events, per source in stream order;
+/// fails if an event id or an order appears twice or one is missing.
+pub fn assert_exactly_once(msgs: &[Msg], sources: usize, per_source: usize) -> HashMap<String, Vec<u64>> {
+    let ids: HashSet<String> = msgs.iter().map(|m| m.header("Nats-Msg-Id").unwrap()).collect();
+    assert_eq!(ids.len(), msgs.len(), "an event id appears twice in the stream");
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for m in msgs {
+        let ev = m.json();
+        let source = ev["data"]["data"]["source"].as_str().unwrap().to_string();
+        seen.entry(source).or_default().push(ev["data"]["data"]["n"].as_u64().unwrap());
+    }
+    assert_eq!(seen.len(), sources, "events of some source are missing");
+    for (source, ns) in &seen {
+        let distinct: HashSet<u64> = ns.iter().copied().collect();
+        assert_eq!(distinct.len(), ns.len(), "source {source}: an event is doubled");
+        assert_eq!(ns.len(), per_source, "source {source}: events are missing");
+    }
+    seen
+}
+
+/// As [`assert_exactly_once`], and each source's events in posting order.
+pub fn assert_once_in_order(msgs: &[Msg], sources: usize, per_source: usize) {
+    for (source, ns) in assert_exactly_once(msgs, sources, per_source) {
+        let expected: Vec<u64> = (0..per_source as u64).collect();
+        assert!(ns == expected, "source {source}: events out of order");
     }
 }
