@@ -76,7 +76,12 @@ pub fn is_subject_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
         && s.split('.').all(|t| {
-            !t.is_empty() && t != "*" && t != ">" && !t.chars().any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
+            !t.is_empty()
+                && t != "*"
+                && t != ">"
+                && !t
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
         })
 }
 
@@ -91,9 +96,13 @@ pub fn format_time(t: OffsetDateTime) -> String {
 pub fn parse_time(v: &Value) -> Option<OffsetDateTime> {
     match v {
         Value::String(s) => OffsetDateTime::parse(s, &Rfc3339).ok().or_else(|| {
-            s.parse::<i64>().ok().and_then(|n| OffsetDateTime::from_unix_timestamp(n).ok())
+            s.parse::<i64>()
+                .ok()
+                .and_then(|n| OffsetDateTime::from_unix_timestamp(n).ok())
         }),
-        Value::Number(n) => n.as_i64().and_then(|n| OffsetDateTime::from_unix_timestamp(n).ok()),
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(|n| OffsetDateTime::from_unix_timestamp(n).ok()),
         _ => None,
     }
 }
@@ -132,10 +141,23 @@ mod tests {
     fn subject_safety() {
         assert!(is_subject_safe("order.created"));
         assert!(is_subject_safe("orders/create"));
-        for bad in ["", "order..created", ".order", "order.", "order.*", "a.>", "a b", "a\tb", "x*y"] {
+        for bad in [
+            "",
+            "order..created",
+            ".order",
+            "order.",
+            "order.*",
+            "a.>",
+            "a b",
+            "a\tb",
+            "x*y",
+        ] {
             assert!(!is_subject_safe(bad), "{bad:?} should be unsafe");
         }
-        assert_eq!(subject("events", "shop", "order.created").unwrap(), "events.shop.order.created");
+        assert_eq!(
+            subject("events", "shop", "order.created").unwrap(),
+            "events.shop.order.created"
+        );
         assert_eq!(subject("events", "shop", "order.>"), Err(UnsafeType));
     }
 

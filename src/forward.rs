@@ -127,9 +127,14 @@ impl Forwarder {
             .await
             .map_err(|e| ForwardError::Stream(e.to_string()))?
         } else {
-            js.get_stream(&c.stream).await.map_err(|e| ForwardError::Stream(e.to_string()))?
+            js.get_stream(&c.stream)
+                .await
+                .map_err(|e| ForwardError::Stream(e.to_string()))?
         };
-        let info = s.info().await.map_err(|e| ForwardError::Stream(e.to_string()))?;
+        let info = s
+            .info()
+            .await
+            .map_err(|e| ForwardError::Stream(e.to_string()))?;
         let window = info.config.duplicate_window;
         if window < Duration::from_secs(120) {
             tracing::warn!(stream = %c.stream, duplicate_window = ?window,
@@ -143,7 +148,8 @@ impl Forwarder {
     /// entry in the outbox, so nothing unacknowledged is skipped.
     async fn pump(&mut self, js: &jetstream::Context) -> Result<(), ForwardError> {
         let window = self.cfg.max_in_flight;
-        let mut inflight: FuturesOrdered<futures::future::BoxFuture<'static, Ack>> = FuturesOrdered::new();
+        let mut inflight: FuturesOrdered<futures::future::BoxFuture<'static, Ack>> =
+            FuturesOrdered::new();
         let mut done = Vec::with_capacity(REMOVE_BATCH);
         let mut cursor = None;
         let mut failure: Option<String> = None;
@@ -186,7 +192,10 @@ impl Forwarder {
                 continue;
             }
             let next = if self.shutdown.is_cancelled() {
-                tokio::time::timeout(self.drain_timeout, inflight.next()).await.ok().flatten()
+                tokio::time::timeout(self.drain_timeout, inflight.next())
+                    .await
+                    .ok()
+                    .flatten()
             } else {
                 tokio::select! {
                     ack = inflight.next() => ack,
@@ -223,11 +232,15 @@ impl Forwarder {
         headers.insert("ce-source", r.source.as_str());
         headers.insert("traceparent", r.traceparent.as_str());
         headers.insert("content-type", crate::envelope::CONTENT_TYPE);
-        let msg = PublishMessage::build().payload(r.payload.into()).headers(headers);
+        let msg = PublishMessage::build()
+            .payload(r.payload.into())
+            .headers(headers);
         match js.send_publish(r.subject, msg).await {
             Ok(ack) => {
                 let (seq, size) = (p.seq, p.size);
-                Ok(Some(Box::pin(async move { (seq, size, ack.await.map_err(|e| e.to_string())) })))
+                Ok(Some(Box::pin(async move {
+                    (seq, size, ack.await.map_err(|e| e.to_string()))
+                })))
             }
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
                 tracing::error!(seq = p.seq, event_id = %r.id, error = %e,

@@ -26,9 +26,15 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the store in {dir}: {source}")]
-    Store { dir: String, source: store::StoreError },
+    Store {
+        dir: String,
+        source: store::StoreError,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Setup(String),
 }
@@ -56,15 +62,21 @@ impl Node {
             source,
         })?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let ingest = ingress::Ingest::new(&cfg, store.clone(), metrics.clone()).map_err(StartError::Setup)?;
+        let ingest = ingress::Ingest::new(&cfg, store.clone(), metrics.clone())
+            .map_err(StartError::Setup)?;
         let listener = tokio::net::TcpListener::bind(&cfg.ingress.listen)
             .await
-            .map_err(|source| StartError::Listen { addr: cfg.ingress.listen.clone(), source })?;
+            .map_err(|source| StartError::Listen {
+                addr: cfg.ingress.listen.clone(),
+                source,
+            })?;
         let ingress_addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: cfg.ingress.listen.clone(),
             source,
         })?;
-        let (client, link) = upstream::connect(&cfg.upstream, &cfg.node.id).await.map_err(StartError::Setup)?;
+        let (client, link) = upstream::connect(&cfg.upstream, &cfg.node.id)
+            .await
+            .map_err(StartError::Setup)?;
         let ingest = Arc::new(ingest);
         watch_max_payload(ingest.clone(), client.clone(), link.clone());
 
@@ -114,7 +126,11 @@ impl Node {
 
 /// Keeps ingest's size limit at upstream's `max_payload` once it is known,
 /// so an event upstream would refuse is refused at the door with 413.
-fn watch_max_payload(ingest: Arc<ingress::Ingest>, client: async_nats::Client, mut link: watch::Receiver<upstream::LinkState>) {
+fn watch_max_payload(
+    ingest: Arc<ingress::Ingest>,
+    client: async_nats::Client,
+    mut link: watch::Receiver<upstream::LinkState>,
+) {
     tokio::spawn(async move {
         loop {
             if *link.borrow_and_update() == upstream::LinkState::Connected {
@@ -154,7 +170,8 @@ impl NodeHandle {
         // Flushing a client that is not connected waits for a connection
         // that may never come; everything acknowledged is on disk by now.
         if *self.link.borrow() == upstream::LinkState::Connected {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.client.drain()).await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), self.client.drain()).await;
         }
         tracing::info!("stopped");
     }

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 mod send;
 
 #[derive(Parser)]
-#[command(name = "jetedge", version, about = "Edge event mesh node: webhooks and local NATS in, durable buffer, JetStream out")]
+#[command(
+    name = "jetedge",
+    version,
+    about = "Edge event mesh node: webhooks and local NATS in, durable buffer, JetStream out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,12 +24,22 @@ struct Cli {
 enum Command {
     /// Run the node until SIGTERM or Ctrl-C.
     Run {
-        #[arg(short, long, env = "JETEDGE_CONFIG", default_value = "conf/jetedge.toml")]
+        #[arg(
+            short,
+            long,
+            env = "JETEDGE_CONFIG",
+            default_value = "conf/jetedge.toml"
+        )]
         config: PathBuf,
     },
     /// Validate a config file; print every problem with its key path; exit 2 if invalid.
     Check {
-        #[arg(short, long, env = "JETEDGE_CONFIG", default_value = "conf/jetedge.toml")]
+        #[arg(
+            short,
+            long,
+            env = "JETEDGE_CONFIG",
+            default_value = "conf/jetedge.toml"
+        )]
         config: PathBuf,
     },
     /// Post a test event to a running node, signed the way the source expects.
@@ -92,7 +106,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let node = jetedge::Node::start(cfg).await.context("the node could not start")?;
+    let node = jetedge::Node::start(cfg)
+        .await
+        .context("the node could not start")?;
     wait_for_signal().await;
     node.shutdown().await;
     Ok(())

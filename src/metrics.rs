@@ -60,17 +60,44 @@ impl Metrics {
     pub fn render(&self, backlog: (u64, u64), upstream_connected: bool) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}"
+            );
         };
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter("jetedge_events_accepted", "Events made durable in the outbox.", load(&self.events_accepted));
-        counter("jetedge_events_duplicate", "Events answered as duplicates of an earlier one.", load(&self.events_duplicate));
-        counter("jetedge_events_forwarded", "Events acknowledged by upstream JetStream.", load(&self.events_forwarded));
-        counter("jetedge_publish_failures", "Upstream publishes that failed and will be retried.", load(&self.publish_failures));
-        counter("jetedge_events_quarantined", "Outbox entries upstream can never take (moved aside).", load(&self.events_quarantined));
+        counter(
+            "jetedge_events_accepted",
+            "Events made durable in the outbox.",
+            load(&self.events_accepted),
+        );
+        counter(
+            "jetedge_events_duplicate",
+            "Events answered as duplicates of an earlier one.",
+            load(&self.events_duplicate),
+        );
+        counter(
+            "jetedge_events_forwarded",
+            "Events acknowledged by upstream JetStream.",
+            load(&self.events_forwarded),
+        );
+        counter(
+            "jetedge_publish_failures",
+            "Upstream publishes that failed and will be retried.",
+            load(&self.publish_failures),
+        );
+        counter(
+            "jetedge_events_quarantined",
+            "Outbox entries upstream can never take (moved aside).",
+            load(&self.events_quarantined),
+        );
         let _ = writeln!(out, "# HELP jetedge_ingress_rejected Requests or events refused, by error code.\n# TYPE jetedge_ingress_rejected counter");
         for (i, code) in ERROR_CODES.iter().enumerate() {
-            let _ = writeln!(out, "jetedge_ingress_rejected_total{{code=\"{code}\"}} {}", load(&self.rejected[i]));
+            let _ = writeln!(
+                out,
+                "jetedge_ingress_rejected_total{{code=\"{code}\"}} {}",
+                load(&self.rejected[i])
+            );
         }
         let _ = writeln!(out, "# HELP jetedge_backlog_events Events waiting for upstream.\n# TYPE jetedge_backlog_events gauge\njetedge_backlog_events {}", backlog.0);
         let _ = writeln!(out, "# HELP jetedge_backlog_bytes Bytes waiting for upstream.\n# TYPE jetedge_backlog_bytes gauge\njetedge_backlog_bytes {}", backlog.1);

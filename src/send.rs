@@ -11,7 +11,12 @@ use time::OffsetDateTime;
 
 #[derive(clap::Args)]
 pub struct SendArgs {
-    #[arg(short, long, env = "JETEDGE_CONFIG", default_value = "conf/jetedge.toml")]
+    #[arg(
+        short,
+        long,
+        env = "JETEDGE_CONFIG",
+        default_value = "conf/jetedge.toml"
+    )]
     pub config: std::path::PathBuf,
     /// The source to post as (a `[[source]]` name).
     #[arg(short, long)]
@@ -45,10 +50,16 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let verifier = Verifier::new(source, &secrets).map_err(anyhow::Error::msg)?;
     let data: Value = serde_json::from_str(&args.data).context("--data is not valid JSON")?;
-    let id = args.id.clone().unwrap_or_else(|| format!("send-{}", uuid::Uuid::now_v7()));
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("send-{}", uuid::Uuid::now_v7()));
     let now = OffsetDateTime::now_utc();
     let body = body_for(source.verify, &id, &args.type_, now, data).to_string();
-    let base = args.url.clone().unwrap_or_else(|| format!("http://{}", cfg.ingress.listen));
+    let base = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", cfg.ingress.listen));
     let url = format!("{}/v1/webhooks/{}", base.trim_end_matches('/'), source.name);
 
     let mut req = hyper::Request::post(&url)
@@ -62,8 +73,12 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> anyhow::Result<()> {
         req = req.header(k, v);
     }
     let req = req.body(Full::new(Bytes::from(body)))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let resp = client.request(req).await.with_context(|| format!("cannot reach {url}"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = client
+        .request(req)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status();
     let text = resp.into_body().collect().await?.to_bytes();
     println!("{} {}", status.as_u16(), String::from_utf8_lossy(&text));
@@ -80,6 +95,8 @@ fn body_for(scheme: Scheme, id: &str, type_: &str, now: OffsetDateTime, data: Va
         Scheme::Stripe => json!({"id": id, "type": type_, "created": t, "data": {"object": data}}),
         Scheme::Slack => json!({"type": "event_callback", "event_id": id, "event_time": t,
                                 "event": {"type": type_, "data": data}}),
-        _ => json!({"id": id, "type": type_, "timestamp": jetedge::envelope::format_time(now), "data": data}),
+        _ => {
+            json!({"id": id, "type": type_, "timestamp": jetedge::envelope::format_time(now), "data": data})
+        }
     }
 }

@@ -29,7 +29,11 @@ struct Binary {
 
 impl Binary {
     fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_jetedge"))
             .args(["run", "-c"])
             .arg(&self.config)
@@ -41,7 +45,11 @@ impl Binary {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while blocking_get(self.port, "/readyz").is_none_or(|(s, _)| s != 200) {
-            assert!(std::time::Instant::now() < deadline, "jetedge did not become ready; log: {}", self.log.display());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "jetedge did not become ready; log: {}",
+                self.log.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -67,7 +75,14 @@ async fn post_until_stored(client: &Client, source: &str, n: usize, retries: &At
     let body = order_body(source, n);
     let id = format!("{source}-{n}");
     loop {
-        match client.try_post(&format!("/v1/webhooks/{source}"), &sign(&id, &body, support::now()), body.clone()).await {
+        match client
+            .try_post(
+                &format!("/v1/webhooks/{source}"),
+                &sign(&id, &body, support::now()),
+                body.clone(),
+            )
+            .await
+        {
             Ok(r) if r.status == 202 || r.status == 200 => return,
             Ok(r) if r.status == 503 => {} // stopping, or full: retry later
             Ok(r) => panic!("{id}: unexpected answer {r:?}"),
@@ -83,11 +98,18 @@ async fn kill_9_mid_stream_loses_and_doubles_nothing() {
     let nats = NatsServer::start();
     let dir = TempDir::new("crash");
     let port = free_port();
-    let text = node_config(&dir.path().join("data"), &[nats.url()])
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let text = node_config(&dir.path().join("data"), &[nats.url()]).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
     let config = dir.path().join("jetedge.toml");
     std::fs::write(&config, text).unwrap();
-    let mut node = Binary { config, log: dir.path().join("jetedge.log"), port, child: None };
+    let mut node = Binary {
+        config,
+        log: dir.path().join("jetedge.log"),
+        port,
+        child: None,
+    };
     node.start();
 
     let client = Client::new(([127, 0, 0, 1], port).into());
@@ -113,19 +135,28 @@ async fn kill_9_mid_stream_loses_and_doubles_nothing() {
         }
         let upstream = support::nats::stream_count(&js, "EDGE").await;
         node.kill9();
-        eprintln!("killed at {} stored, {upstream} upstream", stored.load(Ordering::Relaxed));
+        eprintln!(
+            "killed at {} stored, {upstream} upstream",
+            stored.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         tokio::task::block_in_place(|| node.start());
     }
     for p in posters {
         p.await.unwrap();
     }
-    assert!(retries.load(Ordering::Relaxed) > 0, "the kills did not interrupt any request");
+    assert!(
+        retries.load(Ordering::Relaxed) > 0,
+        "the kills did not interrupt any request"
+    );
 
     let msgs = read_stream(&js, "EDGE", SOURCES * PER_SOURCE, Duration::from_secs(120)).await;
     // Give a doubled publish the time to show up before counting.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(support::nats::stream_count(&js, "EDGE").await, (SOURCES * PER_SOURCE) as u64);
+    assert_eq!(
+        support::nats::stream_count(&js, "EDGE").await,
+        (SOURCES * PER_SOURCE) as u64
+    );
     assert_eq!(msgs.len(), SOURCES * PER_SOURCE);
     assert_once_in_order(&msgs, SOURCES, PER_SOURCE);
 }

@@ -19,12 +19,19 @@ const PER_SOURCE: usize = 1000;
 async fn losing_the_stream_leader_mid_stream_loses_and_doubles_nothing() {
     let mut cluster = Cluster::start();
     let dir = TempDir::new("failover");
-    let text = node_config(dir.path(), &cluster.urls()).replace("ack_timeout = \"2s\"", "ack_timeout = \"2s\"\nreplicas = 3");
+    let text = node_config(dir.path(), &cluster.urls())
+        .replace("ack_timeout = \"2s\"", "ack_timeout = \"2s\"\nreplicas = 3");
     let node = Node::start(parse_config(&text)).await.unwrap();
     let client = Client::new(node.ingress_addr);
     let js = jetstream(&cluster.urls()).await;
     // The node creates the R3 stream once the cluster has elected its leaders.
-    assert!(support::eventually(Duration::from_secs(60), async || js.get_stream("EDGE").await.is_ok()).await);
+    assert!(
+        support::eventually(Duration::from_secs(60), async || js
+            .get_stream("EDGE")
+            .await
+            .is_ok())
+        .await
+    );
 
     let stored = Arc::new(AtomicUsize::new(0));
     let mut posters = Vec::new();
@@ -41,16 +48,31 @@ async fn losing_the_stream_leader_mid_stream_loses_and_doubles_nothing() {
         }));
     }
 
-    assert!(support::eventually(Duration::from_secs(60), async || stream_count(&js, "EDGE").await >= 1500).await);
+    assert!(
+        support::eventually(Duration::from_secs(60), async || stream_count(&js, "EDGE")
+            .await
+            >= 1500)
+        .await
+    );
     let mut stream = js.get_stream("EDGE").await.unwrap();
     let info = stream.info().await.unwrap();
     let cluster_info = info.cluster.clone().expect("a clustered stream");
-    assert_eq!(cluster_info.replicas.len(), 2, "the stream is not R3: {cluster_info:?}");
+    assert_eq!(
+        cluster_info.replicas.len(),
+        2,
+        "the stream is not R3: {cluster_info:?}"
+    );
     let leader = cluster_info.leader.expect("the stream has a leader");
-    eprintln!("stopping stream leader {leader} at {} upstream", info.state.messages);
+    eprintln!(
+        "stopping stream leader {leader} at {} upstream",
+        info.state.messages
+    );
     let server = cluster.by_name(&leader).expect("the leader is one of ours");
     tokio::task::block_in_place(|| server.stop());
-    assert!(stored.load(Ordering::Relaxed) < SOURCES * PER_SOURCE, "the posting ended before the leader change");
+    assert!(
+        stored.load(Ordering::Relaxed) < SOURCES * PER_SOURCE,
+        "the posting ended before the leader change"
+    );
 
     // The stream elects a new leader and forwarding goes on without the old one.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -67,7 +89,20 @@ async fn losing_the_stream_leader_mid_stream_loses_and_doubles_nothing() {
     let msgs = read_stream(&js, "EDGE", SOURCES * PER_SOURCE, Duration::from_secs(60)).await;
     assert_eq!(msgs.len(), SOURCES * PER_SOURCE);
     assert_exactly_once(&msgs, SOURCES, PER_SOURCE);
-    let new_leader = js.get_stream("EDGE").await.unwrap().info().await.unwrap().cluster.clone().and_then(|c| c.leader);
-    eprintln!("new leader {new_leader:?}; {} forwarded, {} publish failures", node.metrics.events_forwarded.load(Ordering::Relaxed), node.metrics.publish_failures.load(Ordering::Relaxed));
+    let new_leader = js
+        .get_stream("EDGE")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .clone()
+        .and_then(|c| c.leader);
+    eprintln!(
+        "new leader {new_leader:?}; {} forwarded, {} publish failures",
+        node.metrics.events_forwarded.load(Ordering::Relaxed),
+        node.metrics.publish_failures.load(Ordering::Relaxed)
+    );
     node.shutdown().await;
 }

@@ -38,7 +38,9 @@ async fn post_all(client: &Client, sources: usize, per_source: usize) -> usize {
 async fn a_thousand_signed_webhooks_arrive_once_in_order_with_envelope_and_headers() {
     let nats = NatsServer::start();
     let dir = TempDir::new("fwd-1000");
-    let node = Node::start(parse_config(&node_config(dir.path(), &[nats.url()]))).await.unwrap();
+    let node = Node::start(parse_config(&node_config(dir.path(), &[nats.url()])))
+        .await
+        .unwrap();
     let client = Client::new(node.ingress_addr);
     assert_eq!(post_all(&client, 8, 125).await, 1000);
     // Repeats of delivered webhooks are answered 200 and not stored again.
@@ -63,9 +65,18 @@ async fn a_thousand_signed_webhooks_arrive_once_in_order_with_envelope_and_heade
         assert!(ev["time"].as_str().unwrap().ends_with('Z'));
         assert_eq!(m.header("Nats-Msg-Id").unwrap(), ev["id"].as_str().unwrap());
         assert_eq!(m.header("ce-type").unwrap(), "order.created");
-        assert_eq!(m.header("ce-source").unwrap(), ev["source"].as_str().unwrap());
-        assert_eq!(m.header("traceparent").unwrap(), ev["traceparent"].as_str().unwrap());
-        assert_eq!(m.header("content-type").unwrap(), "application/cloudevents+json");
+        assert_eq!(
+            m.header("ce-source").unwrap(),
+            ev["source"].as_str().unwrap()
+        );
+        assert_eq!(
+            m.header("traceparent").unwrap(),
+            ev["traceparent"].as_str().unwrap()
+        );
+        assert_eq!(
+            m.header("content-type").unwrap(),
+            "application/cloudevents+json"
+        );
     }
     assert!(support::eventually(Duration::from_secs(10), async || node.backlog().0 == 0).await);
     node.shutdown().await;
@@ -76,7 +87,9 @@ async fn offline_node_buffers_20000_events_and_forwards_them_once_in_order_when_
     let mut nats = NatsServer::start();
     nats.stop(); // keep its ports, so the node points at a server that is down
     let dir = TempDir::new("fwd-offline");
-    let node = Node::start(parse_config(&node_config(dir.path(), &[nats.url()]))).await.unwrap();
+    let node = Node::start(parse_config(&node_config(dir.path(), &[nats.url()])))
+        .await
+        .unwrap();
     let client = Client::new(node.ingress_addr);
     assert_eq!(post_all(&client, 8, 2500).await, 20_000);
     assert_eq!(node.backlog().0, 20_000);
@@ -101,7 +114,9 @@ async fn offline_node_buffers_20000_events_and_forwards_them_once_in_order_when_
 async fn cloudevents_batch_is_answered_per_element_and_forwarded() {
     let nats = NatsServer::start();
     let dir = TempDir::new("fwd-batch");
-    let node = Node::start(parse_config(&node_config(dir.path(), &[nats.url()]))).await.unwrap();
+    let node = Node::start(parse_config(&node_config(dir.path(), &[nats.url()])))
+        .await
+        .unwrap();
     let client = Client::new(node.ingress_addr);
     let batch = serde_json::json!([
         {"specversion": "1.0", "id": "k-1", "source": "/kiosk/7", "type": "kiosk.scan", "data": {"code": 1}},
@@ -109,11 +124,19 @@ async fn cloudevents_batch_is_answered_per_element_and_forwarded() {
         {"specversion": "1.0", "id": "k-3", "source": "/kiosk/7", "type": "bad type"},
         {"specversion": "1.0", "id": "k-1", "source": "/kiosk/7", "type": "kiosk.scan", "data": {"code": 1}}
     ]);
-    let headers = vec![("content-type".to_string(), "application/cloudevents-batch+json".to_string())];
-    let r = client.post("/v1/events", &headers, batch.to_string().into_bytes()).await;
+    let headers = vec![(
+        "content-type".to_string(),
+        "application/cloudevents-batch+json".to_string(),
+    )];
+    let r = client
+        .post("/v1/events", &headers, batch.to_string().into_bytes())
+        .await;
     assert_eq!(r.status, 202, "{r:?}");
     let results = r.body["results"].as_array().unwrap();
-    let statuses: Vec<u64> = results.iter().map(|x| x["http_status"].as_u64().unwrap()).collect();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|x| x["http_status"].as_u64().unwrap())
+        .collect();
     assert_eq!(statuses, [202, 202, 400, 200]);
     assert_eq!(results[2]["error"]["code"], "invalid_type");
     assert_eq!(results[3]["id"], results[0]["id"]);

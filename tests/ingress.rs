@@ -5,21 +5,27 @@ mod support;
 
 use jetedge::Node;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use std::time::Duration;
 use support::http::{post_order, Client, Reply};
 use support::{node_config, now, parse_config, sign, TempDir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn offline_node(dir: &TempDir, extra: &str) -> jetedge::NodeHandle {
     let port = support::free_port(); // nothing listens there
-    let text = node_config(dir.path(), &[format!("nats://127.0.0.1:{port}")]).replace("max_buffer = \"512MiB\"", extra);
+    let text = node_config(dir.path(), &[format!("nats://127.0.0.1:{port}")])
+        .replace("max_buffer = \"512MiB\"", extra);
     Node::start(parse_config(&text)).await.unwrap()
 }
 
 fn assert_error(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{r:?}");
     assert_eq!(r.body["error"]["code"], code, "{r:?}");
-    assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{r:?}");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{r:?}"
+    );
 }
 
 fn json_ct() -> Vec<(String, String)> {
@@ -34,27 +40,75 @@ async fn bad_requests_get_their_status_code_and_the_node_keeps_serving() {
     let body = support::order_body("shop", 1);
 
     // 404: unknown source and unknown route; 405: wrong method.
-    assert_error(&c.post("/v1/webhooks/nope", &sign("x", &body, now()), body.clone()).await, 404, "unknown_source");
+    assert_error(
+        &c.post("/v1/webhooks/nope", &sign("x", &body, now()), body.clone())
+            .await,
+        404,
+        "unknown_source",
+    );
     assert_error(&c.get("/v2/anything").await, 404, "not_found");
     assert_error(&c.get("/v1/events").await, 405, "method_not_allowed");
 
     // 415: wrong or missing content type.
     let mut h = sign("m1", &body, now());
     h[0].1 = "text/plain".into();
-    assert_error(&c.post("/v1/webhooks/shop", &h, body.clone()).await, 415, "unsupported_media_type");
-    assert_error(&c.post("/v1/webhooks/shop", &h[1..], body.clone()).await, 415, "unsupported_media_type");
+    assert_error(
+        &c.post("/v1/webhooks/shop", &h, body.clone()).await,
+        415,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &c.post("/v1/webhooks/shop", &h[1..], body.clone()).await,
+        415,
+        "unsupported_media_type",
+    );
 
     // 401: missing signature, wrong signature, signature of another body.
-    assert_error(&c.post("/v1/webhooks/shop", &json_ct(), body.clone()).await, 401, "unauthorized");
+    assert_error(
+        &c.post("/v1/webhooks/shop", &json_ct(), body.clone()).await,
+        401,
+        "unauthorized",
+    );
     let mut h = sign("m2", &body, now());
     h[3].1 = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
-    assert_error(&c.post("/v1/webhooks/shop", &h, body.clone()).await, 401, "unauthorized");
+    assert_error(
+        &c.post("/v1/webhooks/shop", &h, body.clone()).await,
+        401,
+        "unauthorized",
+    );
     let other = support::order_body("shop", 2);
-    assert_error(&c.post("/v1/webhooks/shop", &sign("m3", &other, now()), body.clone()).await, 401, "unauthorized");
+    assert_error(
+        &c.post(
+            "/v1/webhooks/shop",
+            &sign("m3", &other, now()),
+            body.clone(),
+        )
+        .await,
+        401,
+        "unauthorized",
+    );
 
     // 422: correctly signed, but stale or from the future.
-    assert_error(&c.post("/v1/webhooks/shop", &sign("m4", &body, now() - 3600), body.clone()).await, 422, "timestamp_out_of_tolerance");
-    assert_error(&c.post("/v1/webhooks/shop", &sign("m5", &body, now() + 3600), body.clone()).await, 422, "timestamp_out_of_tolerance");
+    assert_error(
+        &c.post(
+            "/v1/webhooks/shop",
+            &sign("m4", &body, now() - 3600),
+            body.clone(),
+        )
+        .await,
+        422,
+        "timestamp_out_of_tolerance",
+    );
+    assert_error(
+        &c.post(
+            "/v1/webhooks/shop",
+            &sign("m5", &body, now() + 3600),
+            body.clone(),
+        )
+        .await,
+        422,
+        "timestamp_out_of_tolerance",
+    );
 
     // 400: malformed JSON, no type, unsafe type (signed, so only the content is wrong).
     for (bad, code) in [
@@ -64,19 +118,32 @@ async fn bad_requests_get_their_status_code_and_the_node_keeps_serving() {
         (br#"{"type": "order created"}"#.to_vec(), "invalid_type"),
         (br#"{"type": "order..created"}"#.to_vec(), "invalid_type"),
     ] {
-        let r = c.post("/v1/webhooks/shop", &sign("m6", &bad, now()), bad.clone()).await;
+        let r = c
+            .post("/v1/webhooks/shop", &sign("m6", &bad, now()), bad.clone())
+            .await;
         assert_error(&r, 400, code);
     }
     // 400: CloudEvents that are not.
     let ce = |v: serde_json::Value| v.to_string().into_bytes();
-    let r = c.post("/v1/events", &json_ct(), ce(json!({"specversion": "0.3", "id": "1", "source": "/k", "type": "t"}))).await;
+    let r = c
+        .post(
+            "/v1/events",
+            &json_ct(),
+            ce(json!({"specversion": "0.3", "id": "1", "source": "/k", "type": "t"})),
+        )
+        .await;
     assert_error(&r, 400, "invalid_event");
     let r = c.post("/v1/events", &json_ct(), ce(json!([]))).await;
     assert_error(&r, 400, "bad_request");
 
     // 413: over max_body, declared up front or streamed without a length.
     let big = vec![b' '; 70 * 1024];
-    assert_error(&c.post("/v1/webhooks/shop", &sign("m7", &big, now()), big.clone()).await, 413, "body_too_large");
+    assert_error(
+        &c.post("/v1/webhooks/shop", &sign("m7", &big, now()), big.clone())
+            .await,
+        413,
+        "body_too_large",
+    );
     let chunked = chunked_post(node.ingress_addr, "/v1/events", &big).await;
     assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
     assert!(chunked.contains("body_too_large"), "{chunked}");
@@ -96,17 +163,28 @@ async fn bad_requests_get_their_status_code_and_the_node_keeps_serving() {
 async fn a_slow_body_gets_408() {
     let dir = TempDir::new("ingress-slow");
     let node = offline_node(&dir, "max_buffer = \"512MiB\"").await;
-    let mut s = tokio::net::TcpStream::connect(node.ingress_addr).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(node.ingress_addr)
+        .await
+        .unwrap();
     let head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":";
     s.write_all(head.as_bytes()).await.unwrap();
     let started = std::time::Instant::now();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.expect("no answer").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("body_timeout"), "{text}");
-    assert!(started.elapsed() >= Duration::from_millis(1500), "answered before the body timeout");
-    assert_eq!(Client::new(node.ingress_addr).get("/healthz").await.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "answered before the body timeout"
+    );
+    assert_eq!(
+        Client::new(node.ingress_addr).get("/healthz").await.status,
+        200
+    );
     node.shutdown().await;
 }
 
@@ -164,7 +242,10 @@ async fn chunked_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> St
     for chunk in body.chunks(8192) {
         let size = format!("{:x}\r\n", chunk.len());
         // The server may answer and close before the rest is sent.
-        if s.write_all(size.as_bytes()).await.is_err() || s.write_all(chunk).await.is_err() || s.write_all(b"\r\n").await.is_err() {
+        if s.write_all(size.as_bytes()).await.is_err()
+            || s.write_all(chunk).await.is_err()
+            || s.write_all(b"\r\n").await.is_err()
+        {
             break;
         }
     }

@@ -43,7 +43,9 @@ pub(super) fn apply_overrides(
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -66,7 +68,10 @@ mod tests {
         apply_overrides(&mut t, env).unwrap();
         assert_eq!(t["node"]["id"].as_str(), Some("store-7"));
         assert_eq!(t["upstream"]["max_in_flight"].as_integer(), Some(64));
-        assert_eq!(t["upstream"]["servers"][0].as_str(), Some("nats://127.0.0.1:1"));
+        assert_eq!(
+            t["upstream"]["servers"][0].as_str(),
+            Some("nats://127.0.0.1:1")
+        );
         assert!(!t.contains_key("config"));
     }
 }

@@ -69,9 +69,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gib" | "g" => 1 << 30,
         "tib" | "t" => 1 << 40,
         other => {
-            return Err(format!(
-                "invalid size unit {other:?} in {s:?}; use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
-            ))
+            let units = "B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)";
+            return Err(format!("invalid size unit {other:?} in {s:?}; use {units}"));
         }
     };
     let bytes = num * mult as f64;
@@ -84,7 +83,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_size(&s).map(ByteSize).map_err(serde::de::Error::custom)
+        parse_size(&s)
+            .map(ByteSize)
+            .map_err(serde::de::Error::custom)
     }
 }
 

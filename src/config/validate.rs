@@ -16,7 +16,10 @@ impl Config {
         for (i, s) in self.sources.iter().enumerate() {
             let at = format!("source[{i}]");
             if !names.insert(s.name.as_str()) {
-                p.add(format!("{at}.name"), format!("duplicate source name {:?}", s.name));
+                p.add(
+                    format!("{at}.name"),
+                    format!("duplicate source name {:?}", s.name),
+                );
             }
             validate_source(s, &at, &mut p);
         }
@@ -25,7 +28,10 @@ impl Config {
 
     fn validate_node(&self, p: &mut Problems) {
         if !is_name(&self.node.id) {
-            p.add("node.id", "must be 1-64 letters, digits, '-' or '_' (it names subjects and consumers)");
+            p.add(
+                "node.id",
+                "must be 1-64 letters, digits, '-' or '_' (it names subjects and consumers)",
+            );
         }
         if self.node.max_buffer.0 < 1 << 20 {
             p.add("node.max_buffer", "must be at least 1MiB");
@@ -37,7 +43,10 @@ impl Config {
 
     fn validate_ingress(&self, p: &mut Problems) {
         if self.ingress.listen.parse::<std::net::SocketAddr>().is_err() {
-            p.add("ingress.listen", "must be an address with a port, such as \"127.0.0.1:8080\"");
+            p.add(
+                "ingress.listen",
+                "must be an address with a port, such as \"127.0.0.1:8080\"",
+            );
         }
         if self.ingress.max_body.0 == 0 {
             p.add("ingress.max_body", "must be larger than zero");
@@ -58,27 +67,47 @@ impl Config {
     fn validate_upstream(&self, p: &mut Problems) {
         let u = &self.upstream;
         if u.servers.is_empty() {
-            p.add("upstream.servers", "name at least one server, such as \"nats://127.0.0.1:4222\"");
+            p.add(
+                "upstream.servers",
+                "name at least one server, such as \"nats://127.0.0.1:4222\"",
+            );
         }
         for (i, s) in u.servers.iter().enumerate() {
             if s.parse::<async_nats::ServerAddr>().is_err() {
-                p.add(format!("upstream.servers[{i}]"), format!("{s:?} is not a NATS server address"));
+                p.add(
+                    format!("upstream.servers[{i}]"),
+                    format!("{s:?} is not a NATS server address"),
+                );
             }
         }
-        if u.stream.is_empty() || !u.stream.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if u.stream.is_empty()
+            || !u
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             p.add("upstream.stream", "must be letters, digits, '-' or '_'");
         }
         if !crate::envelope::is_subject_safe(&u.subject_prefix) {
-            p.add("upstream.subject_prefix", "must be a literal subject: no spaces, wildcards or empty tokens");
+            p.add(
+                "upstream.subject_prefix",
+                "must be a literal subject: no spaces, wildcards or empty tokens",
+            );
         }
         if !(1..=5).contains(&u.replicas) {
-            p.add("upstream.replicas", "must be between 1 and 5 (3 makes upstream acks durable)");
+            p.add(
+                "upstream.replicas",
+                "must be between 1 and 5 (3 makes upstream acks durable)",
+            );
         }
         if u.max_in_flight == 0 {
             p.add("upstream.max_in_flight", "must be at least 1");
         }
         if u.duplicate_window.0 < std::time::Duration::from_secs(120) {
-            p.add("upstream.duplicate_window", "must be at least 2m, or resends after an outage can be stored twice");
+            p.add(
+                "upstream.duplicate_window",
+                "must be at least 2m, or resends after an outage can be stored twice",
+            );
         }
         if u.ack_timeout.0.is_zero() {
             p.add("upstream.ack_timeout", "must be longer than zero");
@@ -86,7 +115,11 @@ impl Config {
         if u.user.is_some() != u.password.is_some() {
             p.add("upstream.password", "user and password go together");
         }
-        for (key, secret) in [("upstream.token", &u.token), ("upstream.password", &u.password), ("upstream.nkey", &u.nkey)] {
+        for (key, secret) in [
+            ("upstream.token", &u.token),
+            ("upstream.password", &u.password),
+            ("upstream.nkey", &u.nkey),
+        ] {
             if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve()) {
                 p.add(key, e);
             }
@@ -101,34 +134,59 @@ impl Config {
 
 fn validate_source(s: &SourceConfig, at: &str, p: &mut Problems) {
     if !is_name(&s.name) {
-        p.add(format!("{at}.name"), "must be 1-64 letters, digits, '-' or '_' (it is a subject token and a URL path)");
+        p.add(
+            format!("{at}.name"),
+            "must be 1-64 letters, digits, '-' or '_' (it is a subject token and a URL path)",
+        );
     }
     let needs_secret = !matches!(s.verify, Scheme::None);
     if needs_secret && s.secrets.is_empty() {
-        p.add(format!("{at}.secrets"), format!("verify = {:?} needs at least one secret reference, such as \"env:NAME\"", s.verify));
+        p.add(
+            format!("{at}.secrets"),
+            format!(
+                "verify = {:?} needs at least one secret reference, such as \"env:NAME\"",
+                s.verify
+            ),
+        );
     }
     if !needs_secret && !s.secrets.is_empty() {
-        p.add(format!("{at}.secrets"), "verify = \"none\" takes no secrets; did you mean another scheme?");
+        p.add(
+            format!("{at}.secrets"),
+            "verify = \"none\" takes no secrets; did you mean another scheme?",
+        );
     }
     for (i, r) in s.secrets.iter().enumerate() {
         if let Err(e) = r.resolve() {
             p.add(format!("{at}.secrets[{i}]"), e);
         }
     }
-    let hmac_only = [("header", s.header.is_some()), ("encoding", s.encoding.is_some()), ("prefix", s.prefix.is_some())];
+    let hmac_only = [
+        ("header", s.header.is_some()),
+        ("encoding", s.encoding.is_some()),
+        ("prefix", s.prefix.is_some()),
+    ];
     if s.verify == Scheme::HmacSha256 {
         if s.header.is_none() {
-            p.add(format!("{at}.header"), "verify = \"hmac-sha256\" needs the name of the signature header");
+            p.add(
+                format!("{at}.header"),
+                "verify = \"hmac-sha256\" needs the name of the signature header",
+            );
         }
     } else {
         for (key, set) in hmac_only {
             if set {
-                p.add(format!("{at}.{key}"), "only applies to verify = \"hmac-sha256\"");
+                p.add(
+                    format!("{at}.{key}"),
+                    "only applies to verify = \"hmac-sha256\"",
+                );
             }
         }
     }
     if !s.verify.has_timestamp() && s.tolerance != super::HumanDuration::secs(300) {
-        p.add(format!("{at}.tolerance"), "this scheme signs no timestamp, so a tolerance has no effect");
+        p.add(
+            format!("{at}.tolerance"),
+            "this scheme signs no timestamp, so a tolerance has no effect",
+        );
     }
     for (key, place) in [("id", &s.id), ("type", &s.type_), ("time", &s.time)] {
         if let Some(Err(e)) = place.as_deref().map(crate::pipeline::Place::parse) {
@@ -139,7 +197,9 @@ fn validate_source(s: &SourceConfig, at: &str, p: &mut Problems) {
 
 /// Names that become subject tokens, URL path segments and consumer names.
 pub fn is_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[derive(Default)]
@@ -147,6 +207,9 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }

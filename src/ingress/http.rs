@@ -58,7 +58,9 @@ impl ApiError {
         match self {
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -138,7 +140,10 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
         });
     }
     drop(listener);
-    if tokio::time::timeout(server.limits.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(server.limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections were still busy at the end of the shutdown timeout");
     }
 }
@@ -147,7 +152,9 @@ impl Server {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let result = match (req.method(), path.as_str()) {
-            (&Method::GET, "/healthz") => Ok(json_response(StatusCode::OK, json!({"status": "ok"}))),
+            (&Method::GET, "/healthz") => {
+                Ok(json_response(StatusCode::OK, json!({"status": "ok"})))
+            }
             (&Method::GET, "/readyz") => Ok(self.readyz()),
             (&Method::POST, "/v1/events") => self.events(req).await,
             (&Method::POST, p) if p.starts_with("/v1/webhooks/") => {
@@ -176,42 +183,63 @@ impl Server {
         )
     }
 
-    async fn webhook(&self, name: &str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    async fn webhook(
+        &self,
+        name: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         let source = self.ingest.source(name)?;
         require_json(req.headers(), false)?;
         let (parts, body) = req.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
         let now = OffsetDateTime::now_utc();
-        self.ingest.verify(source, &parts.headers, &body, now.unix_timestamp())?;
+        self.ingest
+            .verify(source, &parts.headers, &body, now.unix_timestamp())?;
         let value: Value = parse_json(&body)?;
-        let event = source.shape.from_webhook(&parts.headers, value, now).map_err(Rejection::from);
+        let event = source
+            .shape
+            .from_webhook(&parts.headers, value, now)
+            .map_err(Rejection::from);
         let answer = self.ingest.persist(name, vec![event]).await.remove(0);
         Ok(single_answer(answer))
     }
 
     async fn events(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
-        let name = query_param(req.uri().query(), "source").unwrap_or_else(|| self.ingest.events_source.clone());
+        let name = query_param(req.uri().query(), "source")
+            .unwrap_or_else(|| self.ingest.events_source.clone());
         let source = self.ingest.source(&name)?;
         let batch_type = require_json(req.headers(), true)?;
         let (parts, body) = req.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
         let now = OffsetDateTime::now_utc();
-        self.ingest.verify(source, &parts.headers, &body, now.unix_timestamp())?;
+        self.ingest
+            .verify(source, &parts.headers, &body, now.unix_timestamp())?;
         let normalise = |v: Value| -> Result<Normalised, Rejection> {
-            source.shape.from_cloudevent(&parts.headers, v, now).map_err(Rejection::from)
+            source
+                .shape
+                .from_cloudevent(&parts.headers, v, now)
+                .map_err(Rejection::from)
         };
         match parse_json(&body)? {
             Value::Array(items) => {
                 if items.is_empty() {
-                    return Err(ApiError::BadRequest("an empty batch holds no events".into()));
+                    return Err(ApiError::BadRequest(
+                        "an empty batch holds no events".into(),
+                    ));
                 }
                 let events = items.into_iter().map(normalise).collect();
                 let answers = self.ingest.persist(&name, events).await;
                 Ok(batch_answer(answers))
             }
-            _ if batch_type => Err(ApiError::BadRequest("a cloudevents-batch body must be a JSON array".into())),
+            _ if batch_type => Err(ApiError::BadRequest(
+                "a cloudevents-batch body must be a JSON array".into(),
+            )),
             single => {
-                let answer = self.ingest.persist(&name, vec![normalise(single)]).await.remove(0);
+                let answer = self
+                    .ingest
+                    .persist(&name, vec![normalise(single)])
+                    .await
+                    .remove(0);
                 Ok(single_answer(answer))
             }
         }
@@ -231,16 +259,28 @@ impl Server {
         match tokio::time::timeout(self.limits.body_timeout, limited.collect()).await {
             Err(_) => Err(ApiError::BodyTimeout),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(max)),
-            Ok(Err(e)) => Err(ApiError::BadRequest(format!("could not read the request body: {e}"))),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::TooLarge(max))
+            }
+            Ok(Err(e)) => Err(ApiError::BadRequest(format!(
+                "could not read the request body: {e}"
+            ))),
         }
     }
 }
 
 /// Checks for a JSON content type; returns whether it is the CloudEvents batch type.
 fn require_json(headers: &HeaderMap, cloudevents: bool) -> Result<bool, ApiError> {
-    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let batch = essence == "application/cloudevents-batch+json";
     let ok = essence == "application/json" || essence.ends_with("+json");
     if !ok {
@@ -249,8 +289,14 @@ fn require_json(headers: &HeaderMap, cloudevents: bool) -> Result<bool, ApiError
         } else {
             "application/json"
         };
-        let got = if ct.is_empty() { "none".to_string() } else { format!("{ct:?}") };
-        return Err(ApiError::UnsupportedMediaType(format!("content type must be {want}, got {got}")));
+        let got = if ct.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{ct:?}")
+        };
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "content type must be {want}, got {got}"
+        )));
     }
     Ok(batch)
 }
@@ -268,7 +314,10 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 fn answer_body(a: &Answer) -> (StatusCode, Value) {
     match a {
-        Answer::Accepted { id } => (StatusCode::ACCEPTED, json!({"id": id, "status": "accepted"})),
+        Answer::Accepted { id } => (
+            StatusCode::ACCEPTED,
+            json!({"id": id, "status": "accepted"}),
+        ),
         Answer::Duplicate { id } => (StatusCode::OK, json!({"id": id, "status": "duplicate"})),
         Answer::Rejected(r) => (
             rejection_status(r),
@@ -301,7 +350,11 @@ fn batch_answer(answers: Vec<Answer>) -> Response<Full<Bytes>> {
         .collect();
     let first = statuses[0];
     let status = if first.is_client_error() || first.is_server_error() {
-        if statuses.iter().all(|s| *s == first) { first } else { StatusCode::ACCEPTED }
+        if statuses.iter().all(|s| *s == first) {
+            first
+        } else {
+            StatusCode::ACCEPTED
+        }
     } else {
         StatusCode::ACCEPTED
     };

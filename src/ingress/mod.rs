@@ -93,7 +93,8 @@ impl Ingest {
                 .map(|r| r.resolve())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("source {:?}: {e}", s.name))?;
-            let verifier = Verifier::new(s, &secrets).map_err(|e| format!("source {:?}: {e}", s.name))?;
+            let verifier =
+                Verifier::new(s, &secrets).map_err(|e| format!("source {:?}: {e}", s.name))?;
             let shape = SourceShape::new(&cfg.node.id, &cfg.upstream.subject_prefix, s)?;
             sources.insert(s.name.clone(), Source { shape, verifier });
         }
@@ -107,7 +108,9 @@ impl Ingest {
     }
 
     pub fn source(&self, name: &str) -> Result<&Source, Rejection> {
-        self.sources.get(name).ok_or_else(|| Rejection::UnknownSource(name.to_string()))
+        self.sources
+            .get(name)
+            .ok_or_else(|| Rejection::UnknownSource(name.to_string()))
     }
 
     pub fn set_max_event(&self, bytes: u64) {
@@ -119,7 +122,11 @@ impl Ingest {
     }
 
     /// Persists normalised events (or passes on why they were refused), in order.
-    pub async fn persist(&self, source: &str, events: Vec<Result<Normalised, Rejection>>) -> Vec<Answer> {
+    pub async fn persist(
+        &self,
+        source: &str,
+        events: Vec<Result<Normalised, Rejection>>,
+    ) -> Vec<Answer> {
         let max = self.max_event.load(Ordering::Relaxed);
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(events.len());
         let mut batch = Vec::new();
@@ -171,8 +178,17 @@ impl Ingest {
     }
 
     /// Authenticates a request of `source`; `now` is Unix seconds.
-    pub fn verify(&self, source: &Source, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Rejection> {
-        source.verifier.verify(headers, body, now).map_err(Rejection::from)
+    pub fn verify(
+        &self,
+        source: &Source,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), Rejection> {
+        source
+            .verifier
+            .verify(headers, body, now)
+            .map_err(Rejection::from)
     }
 }
 

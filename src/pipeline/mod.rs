@@ -60,9 +60,10 @@ pub struct SourceShape {
 impl SourceShape {
     pub fn new(node: &str, prefix: &str, cfg: &SourceConfig) -> Result<Self, String> {
         let (d_id, d_type, d_time) = defaults(cfg.verify);
-        let parse = |set: &Option<String>, default: Option<&str>| -> Result<Option<Place>, String> {
-            set.as_deref().or(default).map(Place::parse).transpose()
-        };
+        let parse =
+            |set: &Option<String>, default: Option<&str>| -> Result<Option<Place>, String> {
+                set.as_deref().or(default).map(Place::parse).transpose()
+            };
         Ok(Self {
             name: cfg.name.clone(),
             ce_source: envelope::event_source(node, &cfg.name),
@@ -74,7 +75,12 @@ impl SourceShape {
     }
 
     /// A webhook body becomes the `data` of a new event.
-    pub fn from_webhook(&self, headers: &HeaderMap, body: Value, now: OffsetDateTime) -> Result<Normalised, Invalid> {
+    pub fn from_webhook(
+        &self,
+        headers: &HeaderMap,
+        body: Value,
+        now: OffsetDateTime,
+    ) -> Result<Normalised, Invalid> {
         let type_ = self
             .type_
             .get(headers, &body)
@@ -84,7 +90,11 @@ impl SourceShape {
             None | Some(Value::Null) => now,
             Some(v) => envelope::parse_time(&v).ok_or_else(|| Invalid::BadTime(v.to_string()))?,
         };
-        let key = self.id.as_ref().and_then(|p| p.get(headers, &body)).and_then(|v| as_text(&v));
+        let key = self
+            .id
+            .as_ref()
+            .and_then(|p| p.get(headers, &body))
+            .and_then(|v| as_text(&v));
         let key = key.or_else(|| header(headers, "idempotency-key").map(str::to_string));
         let fields = Fields {
             type_,
@@ -101,7 +111,12 @@ impl SourceShape {
 
     /// A posted CloudEvent is re-sourced to this node: its id becomes the
     /// idempotency key and its source is kept as `originsource`.
-    pub fn from_cloudevent(&self, headers: &HeaderMap, event: Value, now: OffsetDateTime) -> Result<Normalised, Invalid> {
+    pub fn from_cloudevent(
+        &self,
+        headers: &HeaderMap,
+        event: Value,
+        now: OffsetDateTime,
+    ) -> Result<Normalised, Invalid> {
         let Value::Object(mut ev) = event else {
             return Err(Invalid::CloudEvent("expected a JSON object".into()));
         };
@@ -111,7 +126,9 @@ impl SourceShape {
         }
         let mut required = |name: &str| match ev.remove(name) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s),
-            _ => Err(Invalid::CloudEvent(format!("{name} must be a non-empty string"))),
+            _ => Err(Invalid::CloudEvent(format!(
+                "{name} must be a non-empty string"
+            ))),
         };
         let (id, origin, type_) = (required("id")?, required("source")?, required("type")?);
         let time = match ev.remove("time") {
@@ -122,17 +139,31 @@ impl SourceShape {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
-        let datacontenttype = text(&mut ev, "datacontenttype").unwrap_or_else(|| "application/json".into());
-        let correlation = text(&mut ev, "correlationid").or_else(|| header(headers, "x-correlation-id").map(str::to_string));
-        let trace = text(&mut ev, "traceparent").or_else(|| header(headers, "traceparent").map(str::to_string));
+        let datacontenttype =
+            text(&mut ev, "datacontenttype").unwrap_or_else(|| "application/json".into());
+        let correlation = text(&mut ev, "correlationid")
+            .or_else(|| header(headers, "x-correlation-id").map(str::to_string));
+        let trace = text(&mut ev, "traceparent")
+            .or_else(|| header(headers, "traceparent").map(str::to_string));
         ev.remove("idempotencykey");
         ev.remove("redacted");
         let data = ev.remove("data");
         if data.is_some() && ev.contains_key("data_base64") {
-            return Err(Invalid::CloudEvent("data and data_base64 are mutually exclusive".into()));
+            return Err(Invalid::CloudEvent(
+                "data and data_base64 are mutually exclusive".into(),
+            ));
         }
         ev.insert("originsource".into(), Value::String(origin));
-        let fields = Fields { type_, time, key: Some(id), datacontenttype, correlation, trace, extensions: ev, data };
+        let fields = Fields {
+            type_,
+            time,
+            key: Some(id),
+            datacontenttype,
+            correlation,
+            trace,
+            extensions: ev,
+            data,
+        };
         self.build(fields)
     }
 
@@ -141,7 +172,10 @@ impl SourceShape {
         let id = envelope::new_id();
         let envelope = Envelope {
             specversion: envelope::SPEC_VERSION,
-            correlationid: f.correlation.or_else(|| f.key.clone()).unwrap_or_else(|| id.clone()),
+            correlationid: f
+                .correlation
+                .or_else(|| f.key.clone())
+                .unwrap_or_else(|| id.clone()),
             traceparent: envelope::traceparent(f.trace.as_deref()),
             id,
             source: self.ce_source.clone(),
@@ -172,16 +206,29 @@ struct Fields {
 fn defaults(scheme: Scheme) -> (Option<&'static str>, &'static str, Option<&'static str>) {
     match scheme {
         Scheme::StandardWebhooks => (Some("header:webhook-id"), "/type", Some("/timestamp")),
-        Scheme::Github => (Some("header:x-github-delivery"), "header:x-github-event", None),
+        Scheme::Github => (
+            Some("header:x-github-delivery"),
+            "header:x-github-event",
+            None,
+        ),
         Scheme::Stripe => (Some("/id"), "/type", Some("/created")),
-        Scheme::Shopify => (Some("header:x-shopify-webhook-id"), "header:x-shopify-topic", Some("header:x-shopify-triggered-at")),
+        Scheme::Shopify => (
+            Some("header:x-shopify-webhook-id"),
+            "header:x-shopify-topic",
+            Some("header:x-shopify-triggered-at"),
+        ),
         Scheme::Slack => (Some("/event_id"), "/event/type", Some("/event_time")),
-        Scheme::HmacSha256 | Scheme::Bearer | Scheme::None => (Some("header:idempotency-key"), "/type", None),
+        Scheme::HmacSha256 | Scheme::Bearer | Scheme::None => {
+            (Some("header:idempotency-key"), "/type", None)
+        }
     }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
 }
 
 /// Text of a scalar: strings as they are, numbers written out.

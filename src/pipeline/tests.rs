@@ -25,8 +25,15 @@ fn now() -> OffsetDateTime {
 #[test]
 fn standard_webhook_becomes_an_envelope_with_its_id_as_key() {
     let shape = SourceShape::new("store-1", "events", &source(Scheme::StandardWebhooks)).unwrap();
-    let h = headers(&[("webhook-id", "msg_42"), ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
-    let body = json!({"type": "order.created", "timestamp": "2024-05-01T10:00:00Z", "data": {"n": 1}});
+    let h = headers(&[
+        ("webhook-id", "msg_42"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ]);
+    let body =
+        json!({"type": "order.created", "timestamp": "2024-05-01T10:00:00Z", "data": {"n": 1}});
     let n = shape.from_webhook(&h, body.clone(), now()).unwrap();
     assert_eq!(n.subject, "events.shop.order.created");
     let e = &n.envelope;
@@ -35,7 +42,10 @@ fn standard_webhook_becomes_an_envelope_with_its_id_as_key() {
     assert_eq!(e.time, "2024-05-01T10:00:00Z");
     assert_eq!(e.idempotencykey.as_deref(), Some("msg_42"));
     assert_eq!(e.correlationid, "msg_42");
-    assert_eq!(e.traceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert_eq!(
+        e.traceparent,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
     assert_eq!(e.data.as_ref(), Some(&body));
     let wire: Value = serde_json::from_slice(&e.to_json()).unwrap();
     assert_eq!(wire["specversion"], "1.0");
@@ -46,7 +56,9 @@ fn standard_webhook_becomes_an_envelope_with_its_id_as_key() {
 fn github_takes_type_and_id_from_headers_and_time_from_reception() {
     let shape = SourceShape::new("n", "events", &source(Scheme::Github)).unwrap();
     let h = headers(&[("x-github-event", "push"), ("x-github-delivery", "d-1")]);
-    let n = shape.from_webhook(&h, json!({"ref": "main"}), now()).unwrap();
+    let n = shape
+        .from_webhook(&h, json!({"ref": "main"}), now())
+        .unwrap();
     assert_eq!(n.subject, "events.shop.push");
     assert_eq!(n.envelope.idempotencykey.as_deref(), Some("d-1"));
     assert_eq!(n.envelope.time, "2023-11-14T22:13:20Z");
@@ -60,14 +72,26 @@ fn configured_places_and_unsafe_or_missing_types() {
     cfg.time = Some("/at".into());
     let shape = SourceShape::new("n", "events", &cfg).unwrap();
     let h = headers(&[]);
-    let n = shape.from_webhook(&h, json!({"kind": "a.b", "ref": 7, "at": 1714557600}), now()).unwrap();
+    let n = shape
+        .from_webhook(
+            &h,
+            json!({"kind": "a.b", "ref": 7, "at": 1714557600}),
+            now(),
+        )
+        .unwrap();
     assert_eq!(n.envelope.idempotencykey.as_deref(), Some("7"));
     assert_eq!(n.envelope.time, "2024-05-01T10:00:00Z");
     let err = |body| shape.from_webhook(&h, body, now()).unwrap_err();
-    assert_eq!(err(json!({"kind": "a.*"})), Invalid::UnsafeType(envelope::UnsafeType));
+    assert_eq!(
+        err(json!({"kind": "a.*"})),
+        Invalid::UnsafeType(envelope::UnsafeType)
+    );
     assert_eq!(err(json!({"kind": "a b"})).code(), "invalid_type");
     assert_eq!(err(json!({"ref": 1})), Invalid::MissingType("/kind".into()));
-    assert!(matches!(err(json!({"kind": "a", "at": "soon"})), Invalid::BadTime(_)));
+    assert!(matches!(
+        err(json!({"kind": "a", "at": "soon"})),
+        Invalid::BadTime(_)
+    ));
 }
 
 #[test]
@@ -96,6 +120,12 @@ fn invalid_cloudevents_are_refused() {
         json!({"specversion": "1.0", "id": "1", "source": "/s", "type": ""}),
         json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data": 1, "data_base64": "AA=="}),
     ] {
-        assert!(matches!(shape.from_cloudevent(&h, ev.clone(), now()), Err(Invalid::CloudEvent(_))), "{ev}");
+        assert!(
+            matches!(
+                shape.from_cloudevent(&h, ev.clone(), now()),
+                Err(Invalid::CloudEvent(_))
+            ),
+            "{ev}"
+        );
     }
 }

@@ -108,8 +108,12 @@ impl Committer {
         let written = staged.apply(&self.inner).and_then(|()| self.durable());
         match written {
             Ok(()) => {
-                self.inner.backlog_events.fetch_add(staged.events, Ordering::Relaxed);
-                self.inner.backlog_bytes.fetch_add(staged.bytes, Ordering::Relaxed);
+                self.inner
+                    .backlog_events
+                    .fetch_add(staged.events, Ordering::Relaxed);
+                self.inner
+                    .backlog_bytes
+                    .fetch_add(staged.bytes, Ordering::Relaxed);
                 if staged.events > 0 {
                     self.inner.new_data.notify_one();
                 }
@@ -136,7 +140,11 @@ impl Committer {
     /// Decides each event's outcome and stages its writes. Dedupe is exact
     /// because this thread is the only writer of `idem`, and `staged.keys`
     /// covers repeats inside the same group.
-    fn stage(&self, staged: &mut Staged, events: Vec<NewEvent>) -> Result<Vec<Outcome>, StoreError> {
+    fn stage(
+        &self,
+        staged: &mut Staged,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let now = now_ms();
         let used = self.inner.backlog_bytes.load(Ordering::Relaxed);
         let mut out = Vec::with_capacity(events.len());
@@ -198,7 +206,12 @@ impl Committer {
     fn sweep_expired(&self, now: u64) -> Result<(), StoreError> {
         let mut idem = sled::Batch::default();
         let mut exp = sled::Batch::default();
-        for item in self.inner.idem_exp.range(..now.to_be_bytes()).take(SWEEP_MAX) {
+        for item in self
+            .inner
+            .idem_exp
+            .range(..now.to_be_bytes())
+            .take(SWEEP_MAX)
+        {
             let (ek, _) = item?;
             let key = &ek[8..];
             // Only drop the key if this is still its expiry: it may have
@@ -232,7 +245,9 @@ impl Staged {
     fn apply(&mut self, inner: &Inner) -> Result<(), StoreError> {
         inner.outbox.apply_batch(std::mem::take(&mut self.outbox))?;
         inner.idem.apply_batch(std::mem::take(&mut self.idem))?;
-        inner.idem_exp.apply_batch(std::mem::take(&mut self.idem_exp))?;
+        inner
+            .idem_exp
+            .apply_batch(std::mem::take(&mut self.idem_exp))?;
         Ok(())
     }
 }
@@ -254,7 +269,10 @@ fn split_idem_value(v: &[u8]) -> (u64, &str) {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 fn io_error(msg: &str) -> StoreError {

@@ -120,7 +120,10 @@ impl Store {
             .name("jetedge-committer".into())
             .spawn(move || worker.run(rx))?;
         *inner.committer.lock().expect("committer lock") = Some(handle);
-        Ok(Store { inner, requests: tx })
+        Ok(Store {
+            inner,
+            requests: tx,
+        })
     }
 
     /// Makes `events` durable, in order, deduplicating by idempotency key.
@@ -153,12 +156,18 @@ impl Store {
         let mut out = Vec::with_capacity(limit.min(1024));
         for item in range.take(limit) {
             let (k, v) = item?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                seq: 0,
-                reason: "outbox key is not 8 bytes".into(),
-            })?);
-            let record = Record::decode(&v).map_err(|reason| StoreError::Corrupt { seq, reason })?;
-            out.push(Pending { seq, size: v.len() as u64, record });
+            let seq =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    seq: 0,
+                    reason: "outbox key is not 8 bytes".into(),
+                })?);
+            let record =
+                Record::decode(&v).map_err(|reason| StoreError::Corrupt { seq, reason })?;
+            out.push(Pending {
+                seq,
+                size: v.len() as u64,
+                record,
+            });
         }
         Ok(out)
     }
@@ -171,7 +180,9 @@ impl Store {
         }
         self.inner.outbox.apply_batch(batch)?;
         let bytes: u64 = done.iter().map(|(_, size)| size).sum();
-        self.inner.backlog_events.fetch_sub(done.len() as u64, Ordering::Relaxed);
+        self.inner
+            .backlog_events
+            .fetch_sub(done.len() as u64, Ordering::Relaxed);
         self.inner.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
         Ok(())
     }
@@ -183,7 +194,9 @@ impl Store {
         if let Some(v) = self.inner.outbox.remove(key)? {
             self.inner.db.open_tree("corrupt")?.insert(key, v.clone())?;
             self.inner.backlog_events.fetch_sub(1, Ordering::Relaxed);
-            self.inner.backlog_bytes.fetch_sub(v.len() as u64, Ordering::Relaxed);
+            self.inner
+                .backlog_bytes
+                .fetch_sub(v.len() as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -205,7 +218,12 @@ impl Store {
     /// Later calls on any clone get [`StoreError::Closed`].
     pub async fn close(self) {
         let (reply, rx) = oneshot::channel();
-        if self.requests.send(commit::Request::Stop { reply }).await.is_ok() {
+        if self
+            .requests
+            .send(commit::Request::Stop { reply })
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
         let handle = self.inner.committer.lock().expect("committer lock").take();

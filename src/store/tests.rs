@@ -35,7 +35,11 @@ async fn accepted_events_come_back_in_order_after_reopen() {
     let dir = tempdir("order");
     let store = Store::open(&cfg(&dir)).unwrap();
     let out = store
-        .persist(vec![event(None, "a", 10), event(None, "b", 10), event(None, "c", 10)])
+        .persist(vec![
+            event(None, "a", 10),
+            event(None, "b", 10),
+            event(None, "c", 10),
+        ])
         .await
         .unwrap();
     assert_eq!(out, vec![Outcome::Accepted; 3]);
@@ -49,7 +53,9 @@ async fn accepted_events_come_back_in_order_after_reopen() {
     assert_eq!(store.backlog().0, 3);
     let after_first = store.pending(Some(pending[0].seq), 10).unwrap();
     assert_eq!(after_first.len(), 2);
-    store.remove_forwarded(&[(pending[0].seq, pending[0].size)]).unwrap();
+    store
+        .remove_forwarded(&[(pending[0].seq, pending[0].size)])
+        .unwrap();
     assert_eq!(store.pending(None, 10).unwrap().len(), 2);
     assert_eq!(store.backlog().0, 2);
     store.close().await;
@@ -60,11 +66,20 @@ async fn a_repeated_key_is_a_duplicate_of_the_first_id_even_in_one_batch() {
     let dir = tempdir("dedupe");
     let store = Store::open(&cfg(&dir)).unwrap();
     let out = store
-        .persist(vec![event(Some("k1"), "first", 5), event(Some("k1"), "second", 5)])
+        .persist(vec![
+            event(Some("k1"), "first", 5),
+            event(Some("k1"), "second", 5),
+        ])
         .await
         .unwrap();
-    assert_eq!(out, vec![Outcome::Accepted, Outcome::Duplicate { id: "first".into() }]);
-    let out = store.persist(vec![event(Some("k1"), "third", 5)]).await.unwrap();
+    assert_eq!(
+        out,
+        vec![Outcome::Accepted, Outcome::Duplicate { id: "first".into() }]
+    );
+    let out = store
+        .persist(vec![event(Some("k1"), "third", 5)])
+        .await
+        .unwrap();
     assert_eq!(out, vec![Outcome::Duplicate { id: "first".into() }]);
     assert_eq!(store.pending(None, 10).unwrap().len(), 1);
     store.close().await;
@@ -76,9 +91,15 @@ async fn keys_expire_after_their_ttl() {
     let mut c = cfg(&dir);
     c.dedupe_ttl = HumanDuration(std::time::Duration::from_millis(50));
     let store = Store::open(&c).unwrap();
-    assert_eq!(store.persist(vec![event(Some("k"), "a", 5)]).await.unwrap(), vec![Outcome::Accepted]);
+    assert_eq!(
+        store.persist(vec![event(Some("k"), "a", 5)]).await.unwrap(),
+        vec![Outcome::Accepted]
+    );
     tokio::time::sleep(std::time::Duration::from_millis(80)).await;
-    assert_eq!(store.persist(vec![event(Some("k"), "b", 5)]).await.unwrap(), vec![Outcome::Accepted]);
+    assert_eq!(
+        store.persist(vec![event(Some("k"), "b", 5)]).await.unwrap(),
+        vec![Outcome::Accepted]
+    );
     store.close().await;
 }
 
@@ -90,12 +111,22 @@ async fn the_quota_refuses_what_does_not_fit_and_frees_after_forwarding() {
     let store = Store::open(&c).unwrap();
     let big = 400 * 1024;
     let out = store
-        .persist(vec![event(None, "a", big), event(None, "b", big), event(None, "c", big)])
+        .persist(vec![
+            event(None, "a", big),
+            event(None, "b", big),
+            event(None, "c", big),
+        ])
         .await
         .unwrap();
-    assert_eq!(out, vec![Outcome::Accepted, Outcome::Accepted, Outcome::QuotaFull]);
+    assert_eq!(
+        out,
+        vec![Outcome::Accepted, Outcome::Accepted, Outcome::QuotaFull]
+    );
     let first = store.pending(None, 1).unwrap().remove(0);
     store.remove_forwarded(&[(first.seq, first.size)]).unwrap();
-    assert_eq!(store.persist(vec![event(None, "c", big)]).await.unwrap(), vec![Outcome::Accepted]);
+    assert_eq!(
+        store.persist(vec![event(None, "c", big)]).await.unwrap(),
+        vec![Outcome::Accepted]
+    );
     store.close().await;
 }

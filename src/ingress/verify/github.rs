@@ -6,9 +6,9 @@ use hyper::HeaderMap;
 
 pub fn verify(keys: &[Vec<u8>], headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
     let value = header(headers, "x-hub-signature-256")?;
-    let hex = value
-        .strip_prefix("sha256=")
-        .ok_or_else(|| VerifyError::Malformed("X-Hub-Signature-256 (expected sha256=...)".into()))?;
+    let hex = value.strip_prefix("sha256=").ok_or_else(|| {
+        VerifyError::Malformed("X-Hub-Signature-256 (expected sha256=...)".into())
+    })?;
     let sig = decode_hex(hex, "X-Hub-Signature-256")?;
     if any_matches(keys, &[body], &[sig]) {
         Ok(())
@@ -31,13 +31,22 @@ mod tests {
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
         )]);
         assert_eq!(verify(&keys, &h, b"Hello, World!"), Ok(()));
-        assert_eq!(verify(&keys, &h, b"Hello, World?"), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify(&keys, &h, b"Hello, World?"),
+            Err(VerifyError::Mismatch)
+        );
     }
 
     #[test]
     fn malformed_and_missing() {
         let keys = [b"k".to_vec()];
-        assert!(matches!(verify(&keys, &headers(&[("X-Hub-Signature-256", "md5=00")]), b""), Err(VerifyError::Malformed(_))));
-        assert!(matches!(verify(&keys, &headers(&[]), b""), Err(VerifyError::Missing(_))));
+        assert!(matches!(
+            verify(&keys, &headers(&[("X-Hub-Signature-256", "md5=00")]), b""),
+            Err(VerifyError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(&keys, &headers(&[]), b""),
+            Err(VerifyError::Missing(_))
+        ));
     }
 }

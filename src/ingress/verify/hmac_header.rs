@@ -39,9 +39,18 @@ mod tests {
         let keys = [b"generic-key".to_vec()];
         let hex = "7b99d4cf3ca9a58f79f46907e1827047003839b564d686da003b416f36832977";
         let h = headers(&[("X-Sig", &format!("sha256={hex}"))]);
-        assert_eq!(verify(&keys, &h, br#"{"a":1}"#, "X-Sig", "sha256=", Encoding::Hex), Ok(()));
-        assert_eq!(verify(&keys, &h, br#"{"a":2}"#, "X-Sig", "sha256=", Encoding::Hex), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify(&keys, &h, br#"{"a":1}"#, "X-Sig", "sha256=", Encoding::Hex),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&keys, &h, br#"{"a":2}"#, "X-Sig", "sha256=", Encoding::Hex),
+            Err(VerifyError::Mismatch)
+        );
         let h = headers(&[("X-Sig", "e5nUzzyppY959GkH4YJwRwA4ObVk1obaADtBbzaDKXc=")]);
-        assert_eq!(verify(&keys, &h, br#"{"a":1}"#, "X-Sig", "", Encoding::Base64), Ok(()));
+        assert_eq!(
+            verify(&keys, &h, br#"{"a":1}"#, "X-Sig", "", Encoding::Base64),
+            Ok(())
+        );
     }
 }

@@ -10,8 +10,8 @@ mod bearer;
 mod github;
 mod hmac_header;
 mod shopify;
-mod slack;
 mod sign;
+mod slack;
 mod standard;
 mod stripe;
 

@@ -23,17 +23,26 @@ impl Verifier {
                     ("webhook-signature".into(), format!("v1,{}", b64(&sig))),
                 ]
             }
-            Scheme::Github => one("x-hub-signature-256", format!("sha256={}", hex::encode(hmac_sha256(key, &[body])))),
+            Scheme::Github => one(
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(hmac_sha256(key, &[body]))),
+            ),
             Scheme::Stripe => {
                 let sig = hmac_sha256(key, &[ts.as_bytes(), b".", body]);
-                one("stripe-signature", format!("t={ts},v1={}", hex::encode(sig)))
+                one(
+                    "stripe-signature",
+                    format!("t={ts},v1={}", hex::encode(sig)),
+                )
             }
             Scheme::Shopify => one("x-shopify-hmac-sha256", b64(&hmac_sha256(key, &[body]))),
             Scheme::Slack => {
                 let sig = hmac_sha256(key, &[b"v0:", ts.as_bytes(), b":", body]);
                 vec![
                     ("x-slack-request-timestamp".into(), ts),
-                    ("x-slack-signature".into(), format!("v0={}", hex::encode(sig))),
+                    (
+                        "x-slack-signature".into(),
+                        format!("v0={}", hex::encode(sig)),
+                    ),
                 ]
             }
             Scheme::HmacSha256 => {
@@ -44,7 +53,10 @@ impl Verifier {
                 };
                 one(&self.header, format!("{}{text}", self.prefix))
             }
-            Scheme::Bearer => one("authorization", format!("Bearer {}", String::from_utf8_lossy(key))),
+            Scheme::Bearer => one(
+                "authorization",
+                format!("Bearer {}", String::from_utf8_lossy(key)),
+            ),
             Scheme::None => Vec::new(),
         }
     }
@@ -79,10 +91,21 @@ mod tests {
                 type_: None,
                 time: None,
             };
-            let v = Verifier::new(&cfg, &[Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]).unwrap();
+            let v = Verifier::new(
+                &cfg,
+                &[Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+            )
+            .unwrap();
             let pairs = v.sign(b"{\"a\":1}", 1000, "m1");
-            let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            assert_eq!(v.verify(&headers(&refs), b"{\"a\":1}", 1000), Ok(()), "{scheme:?}");
+            let refs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(
+                v.verify(&headers(&refs), b"{\"a\":1}", 1000),
+                Ok(()),
+                "{scheme:?}"
+            );
             // A bearer token does not cover the body; every other scheme does.
             let tampered = v.verify(&headers(&refs), b"{\"a\":2}", 1000);
             assert_eq!(tampered.is_err(), scheme != Scheme::Bearer, "{scheme:?}");

@@ -36,11 +36,20 @@ mod tests {
         let keys = [b"8f742231b10e8888abcd99yyyzzz85a5".to_vec()];
         let h = headers(&[
             ("X-Slack-Request-Timestamp", "1531420618"),
-            ("X-Slack-Signature", "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"),
+            (
+                "X-Slack-Signature",
+                "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503",
+            ),
         ]);
         let tol = Duration::from_secs(300);
         assert_eq!(verify(&keys, &h, body, 1531420618, tol), Ok(()));
-        assert!(matches!(verify(&keys, &h, body, 1531420618 + 3600, tol), Err(VerifyError::Stale { .. })));
-        assert_eq!(verify(&keys, &h, &body[1..], 1531420618, tol), Err(VerifyError::Mismatch));
+        assert!(matches!(
+            verify(&keys, &h, body, 1531420618 + 3600, tol),
+            Err(VerifyError::Stale { .. })
+        ));
+        assert_eq!(
+            verify(&keys, &h, &body[1..], 1531420618, tol),
+            Err(VerifyError::Mismatch)
+        );
     }
 }

@@ -32,7 +32,9 @@ pub fn verify(
         .map(|sig| decode_b64(sig, "webhook-signature"))
         .collect::<Result<_, _>>()?;
     if candidates.is_empty() {
-        return Err(VerifyError::Malformed("webhook-signature (no v1 entry)".into()));
+        return Err(VerifyError::Malformed(
+            "webhook-signature (no v1 entry)".into(),
+        ));
     }
     let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_text.as_bytes(), b".", body];
     if !any_matches(keys, &parts, &candidates) {
@@ -60,11 +62,18 @@ mod tests {
         let new = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
         let body = br#"{"type":"order.created","data":{"n":1}}"#;
         let sig = signed(old, "msg_1", 1_700_000_000, body);
-        let h = headers(&[("webhook-id", "msg_1"), ("webhook-timestamp", "1700000000"), ("webhook-signature", &sig)]);
+        let h = headers(&[
+            ("webhook-id", "msg_1"),
+            ("webhook-timestamp", "1700000000"),
+            ("webhook-signature", &sig),
+        ]);
         let keys = vec![decode_secret(new).unwrap(), decode_secret(old).unwrap()];
         assert_eq!(verify(&keys, &h, body, 1_700_000_010, TOL), Ok(()));
         let only_new = vec![decode_secret(new).unwrap()];
-        assert_eq!(verify(&only_new, &h, body, 1_700_000_010, TOL), Err(VerifyError::Mismatch));
+        assert_eq!(
+            verify(&only_new, &h, body, 1_700_000_010, TOL),
+            Err(VerifyError::Mismatch)
+        );
     }
 
     #[test]
@@ -73,8 +82,15 @@ mod tests {
         let body = b"{}";
         let good = signed(secret, "m", 100, body);
         let header_value = format!("v1,Zm9vYmFy {good} v2,ignored");
-        let h = headers(&[("webhook-id", "m"), ("webhook-timestamp", "100"), ("webhook-signature", &header_value)]);
-        assert_eq!(verify(&[decode_secret(secret).unwrap()], &h, body, 100, TOL), Ok(()));
+        let h = headers(&[
+            ("webhook-id", "m"),
+            ("webhook-timestamp", "100"),
+            ("webhook-signature", &header_value),
+        ]);
+        assert_eq!(
+            verify(&[decode_secret(secret).unwrap()], &h, body, 100, TOL),
+            Ok(())
+        );
     }
 
     #[test]
@@ -82,11 +98,27 @@ mod tests {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let keys = [decode_secret(secret).unwrap()];
         let sig = signed(secret, "m", 1000, b"{\"a\":1}");
-        let h = headers(&[("webhook-id", "m"), ("webhook-timestamp", "1000"), ("webhook-signature", &sig)]);
-        assert_eq!(verify(&keys, &h, b"{\"a\":2}", 1000, TOL), Err(VerifyError::Mismatch));
-        assert!(matches!(verify(&keys, &h, b"{\"a\":1}", 1000 + 301, TOL), Err(VerifyError::Stale { .. })));
-        assert!(matches!(verify(&keys, &h, b"{\"a\":1}", 1000 - 301, TOL), Err(VerifyError::Stale { .. })));
+        let h = headers(&[
+            ("webhook-id", "m"),
+            ("webhook-timestamp", "1000"),
+            ("webhook-signature", &sig),
+        ]);
+        assert_eq!(
+            verify(&keys, &h, b"{\"a\":2}", 1000, TOL),
+            Err(VerifyError::Mismatch)
+        );
+        assert!(matches!(
+            verify(&keys, &h, b"{\"a\":1}", 1000 + 301, TOL),
+            Err(VerifyError::Stale { .. })
+        ));
+        assert!(matches!(
+            verify(&keys, &h, b"{\"a\":1}", 1000 - 301, TOL),
+            Err(VerifyError::Stale { .. })
+        ));
         let h2 = headers(&[("webhook-id", "m"), ("webhook-timestamp", "1000")]);
-        assert_eq!(verify(&keys, &h2, b"{}", 1000, TOL), Err(VerifyError::Missing("webhook-signature".into())));
+        assert_eq!(
+            verify(&keys, &h2, b"{}", 1000, TOL),
+            Err(VerifyError::Missing("webhook-signature".into()))
+        );
     }
 }

@@ -50,8 +50,14 @@ mod tests {
         let v = format!("t=1700000000,v1={},v1={SIG},v0=abc", "00".repeat(32));
         let h = headers(&[("Stripe-Signature", &v)]);
         assert_eq!(verify(&keys, &h, BODY, 1_700_000_100, TOL), Ok(()));
-        assert!(matches!(verify(&keys, &h, BODY, 1_700_000_400, TOL), Err(VerifyError::Stale { .. })));
-        assert_eq!(verify(&[b"whsec_other".to_vec()], &h, BODY, 1_700_000_100, TOL), Err(VerifyError::Mismatch));
+        assert!(matches!(
+            verify(&keys, &h, BODY, 1_700_000_400, TOL),
+            Err(VerifyError::Stale { .. })
+        ));
+        assert_eq!(
+            verify(&[b"whsec_other".to_vec()], &h, BODY, 1_700_000_100, TOL),
+            Err(VerifyError::Mismatch)
+        );
     }
 
     #[test]
@@ -59,7 +65,10 @@ mod tests {
         let keys = [b"k".to_vec()];
         for v in [format!("v1={SIG}"), "t=1700000000".to_string()] {
             let h = headers(&[("Stripe-Signature", &v)]);
-            assert!(matches!(verify(&keys, &h, BODY, 1_700_000_000, TOL), Err(VerifyError::Malformed(_))));
+            assert!(matches!(
+                verify(&keys, &h, BODY, 1_700_000_000, TOL),
+                Err(VerifyError::Malformed(_))
+            ));
         }
     }
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs nats-server if missing
+# (scripts/install-nats.sh), checks formatting and lints, then runs every
+# unit and integration test against real nats-server processes.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh crash      only tests whose name contains "crash"
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+NATS_SERVER_BIN=$("$root/scripts/install-nats.sh" | tail -n 1)
+export NATS_SERVER_BIN
+echo "nats-server: $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version))"
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked -- "$@"
