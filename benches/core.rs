@@ -1,1 +1,248 @@
-fn main() {}
+//! The core path benchmark, in one run against one local JetStream server:
+//!
+//! (a) a bare async-nats JetStream publisher (the ceiling): the same
+//!     payloads, headers and in-flight window as the forwarder;
+//! (b) jetedge's drain of a pre-filled outbox (forwarding paused while it
+//!     fills, then timed from resume until the outbox is empty);
+//! (c) jetedge's signed-webhook ingest over keep-alive HTTP with forwarding
+//!     on, with request latency percentiles.
+//!
+//! Run with `scripts/bench.sh` (or `cargo bench --bench core`). Sizes:
+//! `JETEDGE_BENCH_EVENTS` (default 200000) for (a) and (b),
+//! `JETEDGE_BENCH_REQUESTS` (default 100000) and `JETEDGE_BENCH_CONCURRENCY`
+//! (default 64) for (c).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use futures::stream::{FuturesOrdered, StreamExt};
+use jetedge::{Node, NodeHandle};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::http::Client;
+use support::nats::NatsServer;
+use support::{node_config, parse_config, sign, TempDir};
+
+const EVENT_SIZE: usize = 1024;
+/// The forwarder's default `max_in_flight`, used for the bare publisher too.
+const WINDOW: usize = 1024;
+const BATCH: usize = 500;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
+    // then a small run checks that the benchmark still works.
+    let full = std::env::args().any(|a| a == "--bench");
+    let scale = if full { 1 } else { 100 };
+    let events = env_usize("JETEDGE_BENCH_EVENTS", 200_000 / scale);
+    let requests = env_usize("JETEDGE_BENCH_REQUESTS", 100_000 / scale);
+    let concurrency = env_usize("JETEDGE_BENCH_CONCURRENCY", 64);
+    let nats = NatsServer::start();
+    println!("jetedge core benchmark: events of {EVENT_SIZE} B, one local JetStream server (file storage)");
+
+    let a = bare_publisher(&nats, events).await;
+    println!("(a) bare async-nats JetStream publisher  {a:>10.0} events/s  ({events} events, window {WINDOW})");
+    let b = drain(&nats, events).await;
+    println!("(b) jetedge outbox drain                 {b:>10.0} events/s  ({events} events)");
+    let c = ingest(&nats, requests, concurrency).await;
+    println!(
+        "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on)",
+        c.rate
+    );
+    println!(
+        "    ingest latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        c.p50_ms, c.p99_ms, c.max_ms
+    );
+    println!(
+        "    forwarding of (c) finished {:.2} s after the last request",
+        c.drain_after_s
+    );
+    println!("ratio b/a = {:.2}  (target >= 0.70)", b / a);
+    println!(
+        "ratio c/a = {:.2}  (c target >= 20000 events/s)",
+        c.rate / a
+    );
+}
+
+/// A 1 KiB order webhook body; `n` makes each one distinct.
+fn body_of(n: usize) -> Vec<u8> {
+    let mut v = serde_json::json!({"type": "order.created", "data": {"n": n, "sku": "SKU-1234", "note": ""}});
+    let pad = EVENT_SIZE.saturating_sub(v.to_string().len());
+    v["data"]["note"] = serde_json::Value::String("x".repeat(pad));
+    v.to_string().into_bytes()
+}
+
+/// (a): publishes `n` events as the forwarder would, with nothing else.
+async fn bare_publisher(nats: &NatsServer, n: usize) -> f64 {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::ContextBuilder::new()
+        .max_ack_inflight(WINDOW * 2)
+        .build(client);
+    js.create_stream(stream::Config {
+        name: "BARE".into(),
+        subjects: vec!["bare.>".into()],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(7200),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let payloads: Vec<bytes::Bytes> = (0..n).map(|i| body_of(i).into()).collect();
+    let started = Instant::now();
+    let mut inflight: FuturesOrdered<futures::future::BoxFuture<'static, Result<_, _>>> =
+        FuturesOrdered::new();
+    for payload in payloads {
+        if inflight.len() >= WINDOW {
+            inflight.next().await.expect("in flight").unwrap();
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert("ce-type", "order.created");
+        headers.insert("ce-source", "/jetedge/bench/bare");
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        headers.insert("content-type", "application/cloudevents+json");
+        let msg = PublishMessage::build().payload(payload).headers(headers);
+        let ack = js
+            .send_publish("bare.orders.order.created", msg)
+            .await
+            .unwrap();
+        inflight.push_back(Box::pin(async move { ack.await }));
+    }
+    while let Some(ack) = inflight.next().await {
+        ack.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn start_node(dir: &TempDir, nats: &NatsServer) -> NodeHandle {
+    let text = node_config(dir.path(), &[nats.url()])
+        .replace("max_buffer = \"512MiB\"", "max_buffer = \"8GiB\"")
+        .replace("max_body = \"64KiB\"", "max_body = \"4MiB\"");
+    Node::start(parse_config(&text)).await.unwrap()
+}
+
+async fn wait_drained(node: &NodeHandle) {
+    while node.backlog().0 > 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// (b): fills the outbox with forwarding paused, then times the drain.
+async fn drain(nats: &NatsServer, n: usize) -> f64 {
+    let dir = TempDir::new("bench-drain");
+    let node = start_node(&dir, nats).await;
+    node.pause_forwarding(true);
+    let client = Client::new(node.ingress_addr);
+    let headers = vec![(
+        "content-type".to_string(),
+        "application/cloudevents-batch+json".to_string(),
+    )];
+    for start in (0..n).step_by(BATCH) {
+        let batch: Vec<serde_json::Value> = (start..(start + BATCH).min(n))
+            .map(|i| {
+                let mut ev: serde_json::Value = serde_json::from_slice(&body_of(i)).unwrap();
+                ev["specversion"] = "1.0".into();
+                ev["id"] = format!("drain-{i}").into();
+                ev["source"] = "/bench".into();
+                ev
+            })
+            .collect();
+        let r = client
+            .post("/v1/events", &headers, serde_json::to_vec(&batch).unwrap())
+            .await;
+        assert_eq!(r.status, 202, "filling the outbox: {r:?}");
+    }
+    assert_eq!(node.backlog().0, n as u64);
+    let started = Instant::now();
+    node.pause_forwarding(false);
+    wait_drained(&node).await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    node.shutdown().await;
+    rate
+}
+
+struct IngestFigures {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    drain_after_s: f64,
+}
+
+/// (c): `n` signed webhooks from `concurrency` keep-alive connections.
+async fn ingest(nats: &NatsServer, n: usize, concurrency: usize) -> IngestFigures {
+    let dir = TempDir::new("bench-ingest");
+    let node = start_node(&dir, nats).await;
+    let client = Client::new(node.ingress_addr);
+    // Signed up front, so the sender's HMAC is not counted against the node.
+    let now = support::now();
+    let requests: Arc<Vec<_>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                let body = body_of(i);
+                (sign(&format!("bench-{i}"), &body, now), body)
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, requests, next) = (client.clone(), requests.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((headers, body)) = requests.get(i) else {
+                        break;
+                    };
+                    let t = Instant::now();
+                    let r = client
+                        .post("/v1/webhooks/shop", headers, body.clone())
+                        .await;
+                    latencies.push(t.elapsed());
+                    assert_eq!(r.status, 202, "{r:?}");
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for w in workers {
+        latencies.extend(w.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let sent_at = Instant::now();
+    wait_drained(&node).await;
+    let drain_after_s = sent_at.elapsed().as_secs_f64();
+    node.shutdown().await;
+    latencies.sort();
+    let ms = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    IngestFigures {
+        rate: n as f64 / elapsed.as_secs_f64(),
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        max_ms: ms(1.0),
+        drain_after_s,
+    }
+}
