@@ -11,7 +11,7 @@
 
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
-use crate::store::{Pending, Store, StoreError};
+use crate::store::{Forwarded, Pending, Position, Store, StoreError};
 use crate::upstream::LinkState;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_nats::HeaderMap;
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Acks removed from the outbox in one sled batch.
-const REMOVE_BATCH: usize = 256;
+/// Acknowledged outbox batches removed in one sled batch.
+const REMOVE_BATCH: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a warning repeats while upstream stays unreachable.
@@ -51,7 +51,9 @@ pub struct Forwarder {
     pub paused: watch::Receiver<bool>,
 }
 
-type Ack = (u64, u64, Result<jetstream::publish::PublishAck, String>);
+/// What one publish settled to: the batch it completes, if it is the last
+/// of one, and whether upstream took it.
+type Ack = (Option<Forwarded>, Result<(), String>);
 
 impl Forwarder {
     pub async fn run(mut self) {
@@ -159,10 +161,12 @@ impl Forwarder {
             let room = window - inflight.len();
             if failure.is_none() && !stopping && (inflight.is_empty() || room >= window / 4) {
                 for p in self.store.pending(cursor, room)? {
-                    cursor = Some(p.seq);
+                    cursor = Some(Position {
+                        seq: p.at.seq,
+                        index: p.at.index + 1,
+                    });
                     match self.publish(js, p).await {
-                        Ok(Some(fut)) => inflight.push_back(fut),
-                        Ok(None) => {}
+                        Ok(fut) => inflight.push_back(fut),
                         Err(e) => {
                             failure = Some(e);
                             break;
@@ -202,12 +206,16 @@ impl Forwarder {
                     _ = self.shutdown.cancelled() => continue,
                 }
             };
-            let Some((seq, size, result)) = next else {
+            let Some((batch_done, result)) = next else {
                 // Draining for a stop timed out: the rest is resent after restart.
                 return Ok(());
             };
             match result {
-                Ok(_) => done.push((seq, size)),
+                // Acks settle in publish order, and any failure ends this
+                // pump before later batches are removed: a batch whose last
+                // event is acked had every event acked.
+                Ok(()) if failure.is_none() => done.extend(batch_done),
+                Ok(()) => {}
                 Err(e) => {
                     failure.get_or_insert(e);
                 }
@@ -218,14 +226,15 @@ impl Forwarder {
         }
     }
 
-    /// Sends one record; the returned future resolves with its PubAck.
-    /// `None` when the record was set aside because upstream can never take it.
+    /// Sends one event; the returned future resolves once upstream
+    /// acknowledged it (or at once, for an event set aside because
+    /// upstream can never take it).
     async fn publish(
         &self,
         js: &jetstream::Context,
         p: Pending,
-    ) -> Result<Option<futures::future::BoxFuture<'static, Ack>>, String> {
-        let r = p.record;
+    ) -> Result<futures::future::BoxFuture<'static, Ack>, String> {
+        let r = &p.record;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", r.id.as_str());
         headers.insert("ce-type", r.type_.as_str());
@@ -233,30 +242,29 @@ impl Forwarder {
         headers.insert("traceparent", r.traceparent.as_str());
         headers.insert("content-type", crate::envelope::CONTENT_TYPE);
         let msg = PublishMessage::build()
-            .payload(r.payload.into())
+            .payload(r.payload.clone().into())
             .headers(headers);
-        match js.send_publish(r.subject, msg).await {
-            Ok(ack) => {
-                let (seq, size) = (p.seq, p.size);
-                Ok(Some(Box::pin(async move {
-                    (seq, size, ack.await.map_err(|e| e.to_string()))
-                })))
-            }
+        let batch_done = p.batch_done;
+        match js.send_publish(r.subject.clone(), msg).await {
+            Ok(ack) => Ok(Box::pin(async move {
+                (batch_done, ack.await.map(drop).map_err(|e| e.to_string()))
+            })),
             Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
-                tracing::error!(seq = p.seq, event_id = %r.id, error = %e,
-                    "upstream refuses this event's size; moved aside to the store's corrupt tree");
-                self.store.quarantine(p.seq).map_err(|e| e.to_string())?;
+                tracing::error!(seq = p.at.seq, index = p.at.index, event_id = %r.id, error = %e,
+                    "upstream refuses this event's size; a copy is kept in the store's corrupt tree");
+                self.store.quarantine(p.at, r).map_err(|e| e.to_string())?;
                 Metrics::add(&self.metrics.events_quarantined, 1);
-                Ok(None)
+                Ok(Box::pin(async move { (batch_done, Ok(())) }))
             }
             Err(e) => Err(e.to_string()),
         }
     }
 
-    fn remove(&self, done: &mut Vec<(u64, u64)>) -> Result<(), ForwardError> {
+    fn remove(&self, done: &mut Vec<Forwarded>) -> Result<(), ForwardError> {
         if !done.is_empty() {
             self.store.remove_forwarded(done)?;
-            Metrics::add(&self.metrics.events_forwarded, done.len() as u64);
+            let events = done.iter().map(|d| d.events).sum();
+            Metrics::add(&self.metrics.events_forwarded, events);
             done.clear();
         }
         Ok(())

@@ -1,26 +1,30 @@
 //! The committer: the one thread that writes new events and flushes.
 //!
 //! Requests queue on a bounded channel; the committer takes everything
-//! queued (a group), applies it with one sled batch per tree, flushes once,
-//! fdatasyncs the database file once, and only then answers every waiter.
+//! queued (a group), writes its new events as one outbox batch (one key per
+//! group, see `record.rs`) and its idempotency keys as one sled batch,
+//! flushes once, fdatasyncs the database file once, and only then answers
+//! every waiter.
 //! Under load the groups grow by themselves, so durability costs one flush
 //! per group, not one per request. It is a plain thread because sled's flush
 //! blocks, and one flusher is what sled 0.34 needs (concurrent
 //! `flush_async` calls deadlock there).
 
+use super::idem::Generations;
+use super::record::encode_batch;
 use super::{Inner, NewEvent, Outcome, StoreError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// Largest number of requests one group takes, bounding the latency of the first.
 const MAX_GROUP: usize = 2048;
-/// How often expired idempotency keys are swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
-const SWEEP_MAX: usize = 10_000;
+/// Most events in one outbox value, so the forwarder reads bounded chunks.
+const MAX_BATCH_EVENTS: usize = 512;
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 pub(super) enum Request {
     Persist {
@@ -37,18 +41,21 @@ pub(super) enum Request {
 pub(super) struct Committer {
     inner: Arc<Inner>,
     sync_file: Option<File>,
-    ttl_ms: u64,
-    last_sweep: Instant,
+    idem: Generations,
 }
 
 impl Committer {
-    pub(super) fn new(inner: Arc<Inner>, sync_file: Option<File>, ttl: Duration) -> Self {
-        Self {
+    pub(super) fn new(
+        inner: Arc<Inner>,
+        sync_file: Option<File>,
+        ttl: Duration,
+    ) -> Result<Self, StoreError> {
+        let idem = Generations::open(&inner.db, ttl.as_millis() as u64)?;
+        Ok(Self {
             inner,
             sync_file,
-            ttl_ms: ttl.as_millis() as u64,
-            last_sweep: Instant::now(),
-        }
+            idem,
+        })
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -70,12 +77,6 @@ impl Committer {
             if stop.is_some() {
                 break;
             }
-            if self.last_sweep.elapsed() >= SWEEP_EVERY {
-                if let Err(e) = self.sweep_expired(now_ms()) {
-                    tracing::warn!(error = %e, "sweeping expired idempotency keys failed");
-                }
-                self.last_sweep = Instant::now();
-            }
         }
         if let Err(e) = self.durable() {
             tracing::error!(error = %e, "final flush of the store failed");
@@ -92,9 +93,10 @@ impl Committer {
         let mut syncs = Vec::new();
         let mut staged = Staged::default();
         let mut failed = None;
+        let now = now_ms();
         for req in group {
             match req {
-                Request::Persist { events, reply } => match self.stage(&mut staged, events) {
+                Request::Persist { events, reply } => match self.stage(&mut staged, events, now) {
                     Ok(out) => outcomes.push((reply, out)),
                     Err(e) => {
                         failed.get_or_insert(e.to_string());
@@ -105,16 +107,16 @@ impl Committer {
                 Request::Stop { .. } => unreachable!("run() takes Stop out of the group"),
             }
         }
-        let written = staged.apply(&self.inner).and_then(|()| self.durable());
+        let written = staged
+            .apply(&self.inner)
+            .and_then(|n| self.durable().map(|()| n));
         match written {
-            Ok(()) => {
+            Ok((events, bytes)) => {
                 self.inner
                     .backlog_events
-                    .fetch_add(staged.events, Ordering::Relaxed);
-                self.inner
-                    .backlog_bytes
-                    .fetch_add(staged.bytes, Ordering::Relaxed);
-                if staged.events > 0 {
+                    .fetch_add(events, Ordering::Relaxed);
+                self.inner.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
+                if events > 0 {
                     self.inner.new_data.notify_one();
                 }
                 for (reply, out) in outcomes {
@@ -138,14 +140,14 @@ impl Committer {
     }
 
     /// Decides each event's outcome and stages its writes. Dedupe is exact
-    /// because this thread is the only writer of `idem`, and `staged.keys`
-    /// covers repeats inside the same group.
+    /// because this thread is the only writer of the idempotency trees, and
+    /// `staged.keys` covers repeats inside the same group.
     fn stage(
-        &self,
+        &mut self,
         staged: &mut Staged,
         events: Vec<NewEvent>,
+        now: u64,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let now = now_ms();
         let used = self.inner.backlog_bytes.load(Ordering::Relaxed);
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
@@ -155,7 +157,7 @@ impl Committer {
                     out.push(Outcome::Duplicate { id: id.clone() });
                     continue;
                 }
-                if let Some(id) = self.live_key(k, now)? {
+                if let Some(id) = self.idem.lookup(k, now)? {
                     out.push(Outcome::Duplicate { id });
                     continue;
                 }
@@ -165,32 +167,20 @@ impl Committer {
                 out.push(Outcome::QuotaFull);
                 continue;
             }
-            let seq = self.inner.db.generate_id()?;
-            staged.outbox.insert(&seq.to_be_bytes(), ev.record);
             if let Some(k) = idem_key {
-                let expiry = now + self.ttl_ms;
-                let mut v = expiry.to_be_bytes().to_vec();
-                v.extend_from_slice(ev.id.as_bytes());
-                staged.idem.insert(k.as_slice(), v);
-                let mut ek = expiry.to_be_bytes().to_vec();
-                ek.extend_from_slice(&k);
-                staged.idem_exp.insert(ek, &[]);
+                let (tree, value) = self.idem.entry(&ev.id, now)?;
+                staged
+                    .idem
+                    .get_or_insert_with(|| (tree, sled::Batch::default()))
+                    .1
+                    .insert(k.as_slice(), value);
                 staged.keys.insert(k, ev.id);
             }
-            staged.events += 1;
             staged.bytes += size;
+            staged.records.push(ev.record);
             out.push(Outcome::Accepted);
         }
         Ok(out)
-    }
-
-    /// The first event id of a key that has not expired.
-    fn live_key(&self, key: &[u8], now: u64) -> Result<Option<String>, StoreError> {
-        let Some(v) = self.inner.idem.get(key)? else {
-            return Ok(None);
-        };
-        let (expiry, id) = split_idem_value(&v);
-        Ok((expiry > now).then(|| id.to_string()))
     }
 
     fn durable(&self) -> Result<(), StoreError> {
@@ -202,53 +192,45 @@ impl Committer {
         }
         Ok(())
     }
-
-    fn sweep_expired(&self, now: u64) -> Result<(), StoreError> {
-        let mut idem = sled::Batch::default();
-        let mut exp = sled::Batch::default();
-        for item in self
-            .inner
-            .idem_exp
-            .range(..now.to_be_bytes())
-            .take(SWEEP_MAX)
-        {
-            let (ek, _) = item?;
-            let key = &ek[8..];
-            // Only drop the key if this is still its expiry: it may have
-            // been taken again (with a later expiry) after it lapsed.
-            if let Some(v) = self.inner.idem.get(key)? {
-                if split_idem_value(&v).0 <= now {
-                    idem.remove(key);
-                }
-            }
-            exp.remove(ek);
-        }
-        self.inner.idem.apply_batch(idem)?;
-        self.inner.idem_exp.apply_batch(exp)?;
-        Ok(())
-    }
 }
 
 /// Writes staged for one group, applied outbox first: should a crash tear
 /// the group, sled recovers a prefix, so a key is never durable without its event.
 #[derive(Default)]
 struct Staged {
-    outbox: sled::Batch,
-    idem: sled::Batch,
-    idem_exp: sled::Batch,
+    records: Vec<Vec<u8>>,
+    idem: Option<(sled::Tree, sled::Batch)>,
     keys: HashMap<Vec<u8>, String>,
-    events: u64,
     bytes: u64,
 }
 
 impl Staged {
-    fn apply(&mut self, inner: &Inner) -> Result<(), StoreError> {
-        inner.outbox.apply_batch(std::mem::take(&mut self.outbox))?;
-        inner.idem.apply_batch(std::mem::take(&mut self.idem))?;
-        inner
-            .idem_exp
-            .apply_batch(std::mem::take(&mut self.idem_exp))?;
-        Ok(())
+    /// Writes the records as outbox batches (each under a fresh sequence
+    /// number) and the keys; returns the number of events and bytes written.
+    fn apply(&mut self, inner: &Inner) -> Result<(u64, u64), StoreError> {
+        let (mut events, mut bytes) = (0, 0);
+        let mut rest = &self.records[..];
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut size = 0;
+            while n < rest.len()
+                && n < MAX_BATCH_EVENTS
+                && (n == 0 || size + rest[n].len() <= MAX_BATCH_BYTES)
+            {
+                size += rest[n].len();
+                n += 1;
+            }
+            let value = encode_batch(rest[..n].iter().map(Vec::as_slice));
+            let seq = inner.db.generate_id()?;
+            bytes += value.len() as u64;
+            events += n as u64;
+            inner.outbox.insert(seq.to_be_bytes(), value)?;
+            rest = &rest[n..];
+        }
+        if let Some((tree, batch)) = self.idem.take() {
+            tree.apply_batch(batch)?;
+        }
+        Ok((events, bytes))
     }
 }
 
@@ -258,14 +240,6 @@ fn idem_key(source: &str, key: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key.as_bytes());
     k
-}
-
-fn split_idem_value(v: &[u8]) -> (u64, &str) {
-    if v.len() < 8 {
-        return (0, "");
-    }
-    let expiry = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-    (expiry, std::str::from_utf8(&v[8..]).unwrap_or(""))
 }
 
 fn now_ms() -> u64 {

@@ -1,11 +1,12 @@
-//! Durable state, on sled. Three trees:
+//! Durable state, on sled:
 //!
-//! - `outbox`: events waiting for upstream, keyed by a big-endian sequence
-//!   number from `Db::generate_id` (monotonic across restarts), so key order
-//!   is acceptance order;
-//! - `idem`: `{source}\0{key}` -> expiry and the first event id, for dedupe;
-//! - `idem_exp`: `{expiry}{source}\0{key}`, so expired keys are swept
-//!   without scanning every key.
+//! - `outbox`: events waiting for upstream, one batch per committed group,
+//!   keyed by a big-endian sequence number from `Db::generate_id` (monotonic
+//!   across restarts), so key order (then position in the batch) is
+//!   acceptance order;
+//! - `idem.{n}`: `{source}\0{key}` -> expiry and the first event id, for
+//!   dedupe, in generations that expire whole (`idem.rs`);
+//! - `corrupt`: outbox entries set aside because they cannot be forwarded.
 //!
 //! Invariants: only this module touches sled; only the committer thread
 //! (`commit.rs`) inserts and calls `flush`; only the forwarder removes from
@@ -14,6 +15,7 @@
 //! when `node.fsync` is on).
 
 mod commit;
+mod idem;
 mod record;
 
 pub use record::Record;
@@ -57,12 +59,29 @@ pub enum Outcome {
     QuotaFull,
 }
 
-/// An outbox entry read back for forwarding.
+/// Where an event sits in the outbox: its batch and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub seq: u64,
+    pub index: u32,
+}
+
+/// An outbox event read back for forwarding.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    pub seq: u64,
-    pub size: u64,
+    pub at: Position,
     pub record: Record,
+    /// Set on the last event of its batch: once it (and every event before
+    /// it) is acknowledged, the batch can go.
+    pub batch_done: Option<Forwarded>,
+}
+
+/// A whole outbox batch that upstream acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub seq: u64,
+    pub events: u64,
+    pub bytes: u64,
 }
 
 /// The shared handle; cheap to clone.
@@ -75,8 +94,7 @@ pub struct Store {
 struct Inner {
     db: sled::Db,
     outbox: sled::Tree,
-    idem: sled::Tree,
-    idem_exp: sled::Tree,
+    corrupt: sled::Tree,
     backlog_events: AtomicU64,
     backlog_bytes: AtomicU64,
     max_buffer: u64,
@@ -99,8 +117,7 @@ impl Store {
             .open()?;
         let inner = Arc::new(Inner {
             outbox: db.open_tree("outbox")?,
-            idem: db.open_tree("idem")?,
-            idem_exp: db.open_tree("idem_exp")?,
+            corrupt: db.open_tree("corrupt")?,
             db,
             backlog_events: AtomicU64::new(0),
             backlog_bytes: AtomicU64::new(0),
@@ -115,7 +132,7 @@ impl Store {
             None
         };
         let (tx, rx) = mpsc::channel(4096);
-        let worker = commit::Committer::new(inner.clone(), sync_file, cfg.dedupe_ttl.0);
+        let worker = commit::Committer::new(inner.clone(), sync_file, cfg.dedupe_ttl.0)?;
         let handle = std::thread::Builder::new()
             .name("jetedge-committer".into())
             .spawn(move || worker.run(rx))?;
@@ -147,57 +164,95 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Up to `limit` outbox entries after `after` (from the start when `None`), in order.
-    pub fn pending(&self, after: Option<u64>, limit: usize) -> Result<Vec<Pending>, StoreError> {
-        let range = match after {
-            Some(seq) => self.inner.outbox.range((seq + 1).to_be_bytes()..),
-            None => self.inner.outbox.iter(),
-        };
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in range.take(limit) {
+    /// Up to `limit` outbox events from `from` on (from the start when
+    /// `None`), in order.
+    /// A batch that cannot be decoded is set aside, so it never blocks the
+    /// events behind it.
+    pub fn pending(
+        &self,
+        from: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let start = from.map_or(0, |p| p.seq);
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.inner.outbox.range(start.to_be_bytes()..) {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = item?;
             let seq =
                 u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                     seq: 0,
                     reason: "outbox key is not 8 bytes".into(),
                 })?);
-            let record =
-                Record::decode(&v).map_err(|reason| StoreError::Corrupt { seq, reason })?;
-            out.push(Pending {
+            let records = match record::decode_batch(&v) {
+                Ok(r) => r,
+                Err(reason) => {
+                    self.set_aside(&k, &v, &reason)?;
+                    continue;
+                }
+            };
+            let done = Forwarded {
                 seq,
-                size: v.len() as u64,
-                record,
-            });
+                events: records.len() as u64,
+                bytes: v.len() as u64,
+            };
+            let skip = from
+                .filter(|p| p.seq == seq)
+                .map_or(0, |p| p.index as usize);
+            let last = records.len().saturating_sub(1);
+            let room = limit - out.len();
+            for (i, record) in records.into_iter().enumerate().skip(skip).take(room) {
+                out.push(Pending {
+                    at: Position {
+                        seq,
+                        index: i as u32,
+                    },
+                    record,
+                    batch_done: (i == last).then_some(done),
+                });
+            }
         }
         Ok(out)
     }
 
-    /// Drops outbox entries that upstream acknowledged. Only the forwarder calls this.
-    pub fn remove_forwarded(&self, done: &[(u64, u64)]) -> Result<(), StoreError> {
+    /// Drops outbox batches that upstream acknowledged. Only the forwarder calls this.
+    pub fn remove_forwarded(&self, done: &[Forwarded]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (seq, _) in done {
-            batch.remove(&seq.to_be_bytes());
+        for d in done {
+            batch.remove(&d.seq.to_be_bytes());
         }
         self.inner.outbox.apply_batch(batch)?;
-        let bytes: u64 = done.iter().map(|(_, size)| size).sum();
+        let events: u64 = done.iter().map(|d| d.events).sum();
+        let bytes: u64 = done.iter().map(|d| d.bytes).sum();
         self.inner
             .backlog_events
-            .fetch_sub(done.len() as u64, Ordering::Relaxed);
+            .fetch_sub(events, Ordering::Relaxed);
         self.inner.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Moves aside an outbox entry that cannot be decoded, so it does not
-    /// block every event behind it. Kept under a `corrupt` tree for inspection.
-    pub fn quarantine(&self, seq: u64) -> Result<(), StoreError> {
-        let key = seq.to_be_bytes();
-        if let Some(v) = self.inner.outbox.remove(key)? {
-            self.inner.db.open_tree("corrupt")?.insert(key, v.clone())?;
-            self.inner.backlog_events.fetch_sub(1, Ordering::Relaxed);
-            self.inner
-                .backlog_bytes
-                .fetch_sub(v.len() as u64, Ordering::Relaxed);
-        }
+    /// Keeps a copy of an event upstream can never take (under `corrupt`,
+    /// for inspection); the forwarder then treats it as done.
+    pub fn quarantine(&self, at: Position, record: &Record) -> Result<(), StoreError> {
+        let mut key = at.seq.to_be_bytes().to_vec();
+        key.extend_from_slice(&at.index.to_be_bytes());
+        self.inner.corrupt.insert(key, record.encode())?;
+        Ok(())
+    }
+
+    /// Moves an undecodable outbox batch to `corrupt`.
+    fn set_aside(&self, key: &[u8], value: &[u8], reason: &str) -> Result<(), StoreError> {
+        tracing::error!(key = %hex::encode(key), %reason, "outbox entry cannot be decoded; moved aside to the corrupt tree");
+        self.inner.corrupt.insert(key, value)?;
+        self.inner.outbox.remove(key)?;
+        let events = record::batch_count(value).unwrap_or(1);
+        self.inner
+            .backlog_events
+            .fetch_sub(events, Ordering::Relaxed);
+        self.inner
+            .backlog_bytes
+            .fetch_sub(value.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -239,7 +294,7 @@ impl Inner {
         let (mut n, mut bytes) = (0, 0);
         for item in self.outbox.iter() {
             let (_, v) = item?;
-            n += 1;
+            n += record::batch_count(&v).unwrap_or(1);
             bytes += v.len() as u64;
         }
         self.backlog_events.store(n, Ordering::Relaxed);

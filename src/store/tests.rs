@@ -51,13 +51,46 @@ async fn accepted_events_come_back_in_order_after_reopen() {
     let ids: Vec<_> = pending.iter().map(|p| p.record.id.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
     assert_eq!(store.backlog().0, 3);
-    let after_first = store.pending(Some(pending[0].seq), 10).unwrap();
-    assert_eq!(after_first.len(), 2);
+    // One persist call is one group, stored as one batch.
+    assert!(pending.iter().all(|p| p.at.seq == pending[0].at.seq));
+    assert_eq!(pending.iter().filter(|p| p.batch_done.is_some()).count(), 1);
+    let from_second = Position {
+        seq: pending[0].at.seq,
+        index: 1,
+    };
+    let rest: Vec<_> = store
+        .pending(Some(from_second), 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.record.id)
+        .collect();
+    assert_eq!(rest, ["b", "c"]);
+    assert_eq!(
+        store.pending(None, 2).unwrap().len(),
+        2,
+        "limit is kept inside a batch"
+    );
+
+    let more = store.persist(vec![event(None, "d", 10)]).await.unwrap();
+    assert_eq!(more, vec![Outcome::Accepted]);
     store
-        .remove_forwarded(&[(pending[0].seq, pending[0].size)])
+        .remove_forwarded(&[pending[2].batch_done.unwrap()])
         .unwrap();
-    assert_eq!(store.pending(None, 10).unwrap().len(), 2);
-    assert_eq!(store.backlog().0, 2);
+    let ids: Vec<_> = store
+        .pending(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.record.id)
+        .collect();
+    assert_eq!(ids, ["d"]);
+    assert_eq!(store.backlog().0, 1);
+    store.close().await;
+    let store = Store::open(&cfg(&dir)).unwrap();
+    assert_eq!(
+        store.backlog().0,
+        1,
+        "the backlog is recounted from the batches on open"
+    );
     store.close().await;
 }
 
@@ -122,10 +155,73 @@ async fn the_quota_refuses_what_does_not_fit_and_frees_after_forwarding() {
         out,
         vec![Outcome::Accepted, Outcome::Accepted, Outcome::QuotaFull]
     );
-    let first = store.pending(None, 1).unwrap().remove(0);
-    store.remove_forwarded(&[(first.seq, first.size)]).unwrap();
+    let first = store.pending(None, 2).unwrap().remove(1);
+    store
+        .remove_forwarded(&[first.batch_done.unwrap()])
+        .unwrap();
     assert_eq!(
         store.persist(vec![event(None, "c", big)]).await.unwrap(),
+        vec![Outcome::Accepted]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_damaged_batch_is_set_aside_and_the_rest_still_flows() {
+    let dir = tempdir("damaged");
+    let store = Store::open(&cfg(&dir)).unwrap();
+    store.persist(vec![event(None, "a", 10)]).await.unwrap();
+    store.persist(vec![event(None, "b", 10)]).await.unwrap();
+    let first = store.pending(None, 1).unwrap().remove(0);
+    store
+        .inner
+        .outbox
+        .insert(first.at.seq.to_be_bytes(), &b"\x02garbage"[..])
+        .unwrap();
+    let ids: Vec<_> = store
+        .pending(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.record.id)
+        .collect();
+    assert_eq!(ids, ["b"]);
+    assert_eq!(store.inner.corrupt.len(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn old_key_generations_are_dropped_and_live_ones_still_dedupe() {
+    let dir = tempdir("generations");
+    let mut c = cfg(&dir);
+    c.dedupe_ttl = HumanDuration(std::time::Duration::from_millis(400));
+    let store = Store::open(&c).unwrap();
+    assert_eq!(
+        store.persist(vec![event(Some("k"), "a", 5)]).await.unwrap(),
+        vec![Outcome::Accepted]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    // Still live one generation later.
+    assert_eq!(
+        store.persist(vec![event(Some("k"), "b", 5)]).await.unwrap(),
+        vec![Outcome::Duplicate { id: "a".into() }]
+    );
+    for i in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        store
+            .persist(vec![event(Some(&format!("other{i}")), "x", 5)])
+            .await
+            .unwrap();
+    }
+    let generations = store
+        .inner
+        .db
+        .tree_names()
+        .into_iter()
+        .filter(|n| n.starts_with(b"idem."))
+        .count();
+    assert!(generations <= 3, "{generations} generations kept");
+    assert_eq!(
+        store.persist(vec![event(Some("k"), "c", 5)]).await.unwrap(),
         vec![Outcome::Accepted]
     );
     store.close().await;
