@@ -127,9 +127,9 @@ async fn kill_9_mid_stream_loses_and_doubles_nothing() {
         }));
     }
 
-    // Kill it twice: once early, once late, each while posting and forwarding.
+    // Kill it four times, each while posting and forwarding.
     let js = jetstream(&[nats.url()]).await;
-    for at in [4_000, 13_000] {
+    for at in [3_000, 8_000, 13_000, 17_000] {
         while stored.load(Ordering::Relaxed) < at {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

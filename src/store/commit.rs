@@ -13,6 +13,7 @@
 use super::idem::Generations;
 use super::record::encode_batch;
 use super::{Inner, NewEvent, Outcome, StoreError};
+use sled::transaction::{TransactionError, Transactional};
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::Ordering;
@@ -194,8 +195,7 @@ impl Committer {
     }
 }
 
-/// Writes staged for one group, applied outbox first: should a crash tear
-/// the group, sled recovers a prefix, so a key is never durable without its event.
+/// Writes staged for one group.
 #[derive(Default)]
 struct Staged {
     records: Vec<Vec<u8>>,
@@ -207,31 +207,61 @@ struct Staged {
 impl Staged {
     /// Writes the records as outbox batches (each under a fresh sequence
     /// number) and the keys; returns the number of events and bytes written.
+    /// Batches and keys go in one sled transaction, which recovery replays
+    /// whole or not at all: a key is never durable without its event (a
+    /// resend would be refused as a duplicate of an event that was lost),
+    /// nor an event without its key (a resend of an unanswered request
+    /// would be stored twice).
     fn apply(&mut self, inner: &Inner) -> Result<(u64, u64), StoreError> {
+        let mut values = Vec::new();
         let (mut events, mut bytes) = (0, 0);
-        let mut rest = &self.records[..];
-        while !rest.is_empty() {
-            let mut n = 0;
-            let mut size = 0;
-            while n < rest.len()
-                && n < MAX_BATCH_EVENTS
-                && (n == 0 || size + rest[n].len() <= MAX_BATCH_BYTES)
-            {
-                size += rest[n].len();
-                n += 1;
-            }
-            let value = encode_batch(rest[..n].iter().map(Vec::as_slice));
-            let seq = inner.db.generate_id()?;
+        for chunk in chunks(&self.records) {
+            let value = encode_batch(chunk.iter().map(Vec::as_slice));
+            events += chunk.len() as u64;
             bytes += value.len() as u64;
-            events += n as u64;
-            inner.outbox.insert(seq.to_be_bytes(), value)?;
-            rest = &rest[n..];
+            values.push((inner.db.generate_id()?.to_be_bytes(), value));
         }
-        if let Some((tree, batch)) = self.idem.take() {
-            tree.apply_batch(batch)?;
-        }
+        let idem = self.idem.take();
+        let result = match &idem {
+            Some((tree, keys)) => (&inner.outbox, tree).transaction(|(outbox, idem)| {
+                for (seq, value) in &values {
+                    outbox.insert(seq, value.as_slice())?;
+                }
+                idem.apply_batch(keys)?;
+                Ok(())
+            }),
+            None => inner.outbox.transaction(|outbox| {
+                for (seq, value) in &values {
+                    outbox.insert(seq, value.as_slice())?;
+                }
+                Ok(())
+            }),
+        };
+        result.map_err(|e: TransactionError<()>| match e {
+            TransactionError::Storage(e) => StoreError::Sled(e),
+            TransactionError::Abort(()) => io_error("outbox transaction aborted"),
+        })?;
         Ok((events, bytes))
     }
+}
+
+/// Splits a group's records into outbox values of bounded size.
+fn chunks(records: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        let (mut n, mut size) = (0, 0);
+        while n < rest.len()
+            && n < MAX_BATCH_EVENTS
+            && (n == 0 || size + rest[n].len() <= MAX_BATCH_BYTES)
+        {
+            size += rest[n].len();
+            n += 1;
+        }
+        out.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    out
 }
 
 fn idem_key(source: &str, key: &str) -> Vec<u8> {
@@ -251,4 +281,25 @@ fn now_ms() -> u64 {
 
 fn io_error(msg: &str) -> StoreError {
     StoreError::Io(std::io::Error::other(msg.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_split_into_bounded_outbox_values_in_order() {
+        let records: Vec<Vec<u8>> = (0..1200)
+            .map(|i| vec![0u8; if i == 700 { 2 << 20 } else { 1000 }])
+            .collect();
+        let parts = chunks(&records);
+        let sizes: Vec<usize> = parts.iter().map(|c| c.len()).collect();
+        // 512 by count; then up to the oversized record, which stands alone.
+        assert_eq!(sizes[0], 512);
+        assert_eq!(sizes.iter().sum::<usize>(), 1200);
+        assert!(parts.iter().any(|c| c.len() == 1 && c[0].len() == 2 << 20));
+        assert!(parts
+            .iter()
+            .all(|c| c.len() == 1 || c.iter().map(Vec::len).sum::<usize>() <= MAX_BATCH_BYTES));
+    }
 }
