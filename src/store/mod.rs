@@ -17,6 +17,7 @@
 mod commit;
 mod idem;
 mod record;
+mod sync;
 
 pub use record::Record;
 
@@ -113,6 +114,9 @@ impl Store {
         let db = sled::Config::new()
             .path(&cfg.data_dir)
             .cache_capacity(128 << 20)
+            // Values or pages over a quarter of a segment become blob
+            // files; 8 MiB segments keep the outbox's pages inline.
+            .segment_size(8 << 20)
             .flush_every_ms(None)
             .open()?;
         let inner = Arc::new(Inner {
@@ -126,13 +130,12 @@ impl Store {
             committer: Mutex::new(None),
         });
         inner.recount()?;
-        let sync_file = if cfg.fsync {
-            Some(std::fs::File::open(cfg.data_dir.join("db"))?)
-        } else {
-            None
+        let durability = match cfg.fsync {
+            true => Some(sync::Durability::open(&cfg.data_dir)?),
+            false => None,
         };
         let (tx, rx) = mpsc::channel(4096);
-        let worker = commit::Committer::new(inner.clone(), sync_file, cfg.dedupe_ttl.0)?;
+        let worker = commit::Committer::new(inner.clone(), durability, cfg.dedupe_ttl.0)?;
         let handle = std::thread::Builder::new()
             .name("jetedge-committer".into())
             .spawn(move || worker.run(rx))?;
