@@ -25,6 +25,10 @@ use support::http::Client;
 use support::nats::NatsServer;
 use support::{node_config, parse_config, sign, TempDir};
 
+/// The node runs in this process: use the allocator the jetedge binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENT_SIZE: usize = 1024;
 /// The forwarder's default `max_in_flight`, used for the bare publisher too.
 const WINDOW: usize = 1024;

@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 mod send;
 
+/// mimalloc: the data path allocates many short-lived buffers per event
+/// (bodies, JSON values, envelopes), where it measured faster than glibc's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "jetedge",
