@@ -2,6 +2,7 @@
 //! Prometheus text. Plain atomics: counting must never slow the data path
 //! or take a lock.
 
+use crate::pipeline::redact::COUNTED;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,7 +33,10 @@ pub struct Metrics {
     pub publish_failures: AtomicU64,
     pub events_quarantined: AtomicU64,
     pub commit_errors: AtomicU64,
+    /// Events a routing rule (or the default action) dropped.
+    pub events_filtered: AtomicU64,
     rejected: [AtomicU64; ERROR_CODES.len()],
+    redacted: [AtomicU64; COUNTED.len()],
 }
 
 impl Metrics {
@@ -50,6 +54,23 @@ impl Metrics {
             .iter()
             .position(|c| *c == code)
             .map_or(0, |i| self.rejected[i].load(Ordering::Relaxed))
+    }
+
+    /// Adds values redacted, by detector (`COUNTED` order).
+    pub fn redacted(&self, counts: &[u64; COUNTED.len()]) {
+        for (c, n) in self.redacted.iter().zip(counts) {
+            if *n > 0 {
+                c.fetch_add(*n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Values redacted so far by `detector` ("path" for whole-value rules).
+    pub fn redactions(&self, detector: &str) -> u64 {
+        COUNTED
+            .iter()
+            .position(|c| *c == detector)
+            .map_or(0, |i| self.redacted[i].load(Ordering::Relaxed))
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -91,6 +112,19 @@ impl Metrics {
             "Outbox entries upstream can never take (moved aside).",
             load(&self.events_quarantined),
         );
+        counter(
+            "jetedge_events_filtered",
+            "Events dropped by a routing rule (answered 202 filtered).",
+            load(&self.events_filtered),
+        );
+        let _ = writeln!(out, "# HELP jetedge_values_redacted Values redacted before the outbox, by detector (path: whole-value rules).\n# TYPE jetedge_values_redacted counter");
+        for (i, d) in COUNTED.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "jetedge_values_redacted_total{{detector=\"{d}\"}} {}",
+                load(&self.redacted[i])
+            );
+        }
         let _ = writeln!(out, "# HELP jetedge_ingress_rejected Requests or events refused, by error code.\n# TYPE jetedge_ingress_rejected counter");
         for (i, code) in ERROR_CODES.iter().enumerate() {
             let _ = writeln!(

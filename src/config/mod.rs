@@ -68,6 +68,84 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default, rename = "redact")]
+    pub redactions: Vec<RedactConfig>,
+}
+
+/// `[routing]`: what happens to an event no `[[route]]` matches.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct RoutingConfig {
+    pub default_action: RouteAction,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAction {
+    #[default]
+    Forward,
+    Drop,
+}
+
+/// `[[route]]`: ordered, the first whose `match` holds decides.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    /// A name for logs and metrics.
+    pub name: Option<String>,
+    /// A CloudEvents Subscriptions API filter (compiled in `pipeline::filter`);
+    /// a rule without one matches every event.
+    #[serde(rename = "match")]
+    pub match_: Option<toml::Value>,
+    pub action: RouteAction,
+    /// Subject template for forwarded events, such as "{prefix}.{source}.{type}".
+    pub subject: Option<String>,
+}
+
+/// `[[redact]]`: what to hide in which events (see `pipeline::redact`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedactConfig {
+    /// Sources the rule applies to; all when empty.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Event types the rule applies to ("payment.*" is a prefix); all when empty.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// JSON pointers under /data, `*` for every member or element.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Built-in detectors: email, payment_card, phone, ipv4, ipv6, iban, us_ssn.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    /// Custom regular expressions, run like detectors (reported as "regex").
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    #[serde(default)]
+    pub action: RedactAction,
+    /// The HMAC key of `action = "hash"`.
+    pub key: Option<SecretRef>,
+    /// `mask`: characters (digits, for cards) left visible at the end;
+    /// 4 for cards and 0 for the rest unless set.
+    pub keep_last: Option<usize>,
+    /// `mask`: keep an email's domain.
+    #[serde(default = "yes")]
+    pub keep_domain: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RedactAction {
+    #[default]
+    Mask,
+    Remove,
+    Hash,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,6 +317,11 @@ pub struct SourceConfig {
     /// Where the event time is (RFC 3339 text or Unix seconds); reception
     /// time when absent.
     pub time: Option<String>,
+    /// Request headers copied into the event, as extensions named after
+    /// them (lowercase letters and digits only: "x-shop-domain" becomes
+    /// "xshopdomain"). No other header is ever copied.
+    #[serde(default)]
+    pub headers: Vec<String>,
 }
 
 fn default_tolerance() -> HumanDuration {

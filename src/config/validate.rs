@@ -23,6 +23,19 @@ impl Config {
             }
             validate_source(s, &at, &mut p);
         }
+        for (i, r) in self.redactions.iter().enumerate() {
+            for (j, name) in r.sources.iter().enumerate() {
+                if !names.contains(name.as_str()) {
+                    p.add(
+                        format!("redact[{i}].sources[{j}]"),
+                        format!("no [[source]] is named {name:?}"),
+                    );
+                }
+            }
+        }
+        if let Err(problems) = crate::pipeline::Rules::compile(self) {
+            p.0.extend(problems);
+        }
         p.0
     }
 
@@ -133,6 +146,16 @@ impl Config {
 }
 
 fn validate_source(s: &SourceConfig, at: &str, p: &mut Problems) {
+    for (i, h) in s.headers.iter().enumerate() {
+        if hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err()
+            || crate::pipeline::header_extension(h).is_empty()
+        {
+            p.add(
+                format!("{at}.headers[{i}]"),
+                format!("{h:?} is not a header name"),
+            );
+        }
+    }
     if !is_name(&s.name) {
         p.add(
             format!("{at}.name"),

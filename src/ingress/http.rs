@@ -319,6 +319,10 @@ fn answer_body(a: &Answer) -> (StatusCode, Value) {
             json!({"id": id, "status": "accepted"}),
         ),
         Answer::Duplicate { id } => (StatusCode::OK, json!({"id": id, "status": "duplicate"})),
+        Answer::Filtered { id } => (
+            StatusCode::ACCEPTED,
+            json!({"id": id, "status": "filtered"}),
+        ),
         Answer::Rejected(r) => (
             rejection_status(r),
             json!({"error": {"code": r.code(), "message": r.to_string()}}),

@@ -8,7 +8,8 @@ pub mod verify;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::{Invalid, Normalised, SourceShape};
+use crate::pipeline::redact::COUNTED;
+use crate::pipeline::{Decision, Invalid, Normalised, Rules, SourceShape};
 use crate::store::{NewEvent, Outcome, Record, Store, StoreError};
 use hyper::HeaderMap;
 use std::collections::HashMap;
@@ -25,8 +26,16 @@ pub struct Source {
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    Accepted { id: String },
-    Duplicate { id: String },
+    Accepted {
+        id: String,
+    },
+    /// Dropped by a routing rule; answered 202 so senders do not retry.
+    Filtered {
+        id: String,
+    },
+    Duplicate {
+        id: String,
+    },
     Rejected(Rejection),
 }
 
@@ -77,6 +86,7 @@ pub struct Ingest {
     sources: HashMap<String, Source>,
     pub events_source: String,
     store: Store,
+    rules: Rules,
     pub metrics: Arc<Metrics>,
     /// Largest envelope upstream takes (its `max_payload`, once known).
     max_event: AtomicU64,
@@ -98,10 +108,15 @@ impl Ingest {
             let shape = SourceShape::new(&cfg.node.id, &cfg.upstream.subject_prefix, s)?;
             sources.insert(s.name.clone(), Source { shape, verifier });
         }
+        let rules = Rules::compile(cfg).map_err(|p| {
+            let list: Vec<String> = p.iter().map(ToString::to_string).collect();
+            list.join("; ")
+        })?;
         Ok(Self {
             sources,
             events_source: cfg.ingress.events_source.clone(),
             store,
+            rules,
             metrics,
             max_event: AtomicU64::new(1 << 20),
         })
@@ -131,7 +146,16 @@ impl Ingest {
         let mut answers: Vec<Option<Answer>> = Vec::with_capacity(events.len());
         let mut batch = Vec::new();
         let mut ids = Vec::new();
-        for ev in events {
+        let mut redacted = [0u64; COUNTED.len()];
+        for mut ev in events {
+            // Filter and redact before anything is written.
+            if let Ok(n) = &mut ev {
+                if let Decision::Drop(_) = self.rules.apply(source, n, &mut redacted) {
+                    let id = n.envelope.id.clone();
+                    answers.push(Some(Answer::Filtered { id }));
+                    continue;
+                }
+            }
             match ev.and_then(|n| to_new_event(source, n, max)) {
                 Ok(new) => {
                     ids.push(new.id.clone());
@@ -141,6 +165,7 @@ impl Ingest {
                 Err(r) => answers.push(Some(Answer::Rejected(r))),
             }
         }
+        self.metrics.redacted(&redacted);
         let outcomes = match self.store.persist(batch).await {
             Ok(o) => o,
             Err(e) => {
@@ -172,6 +197,7 @@ impl Ingest {
     fn count(&self, a: &Answer) {
         match a {
             Answer::Accepted { .. } => Metrics::add(&self.metrics.events_accepted, 1),
+            Answer::Filtered { .. } => Metrics::add(&self.metrics.events_filtered, 1),
             Answer::Duplicate { .. } => Metrics::add(&self.metrics.events_duplicate, 1),
             Answer::Rejected(r) => self.metrics.reject(r.code()),
         }

@@ -1,11 +1,87 @@
 //! The ingest pipeline: turn what a sender posted into the canonical
-//! envelope and its upstream subject. Pure: it works on parsed JSON and
-//! header values, and never touches disk or network. (Dedupe happens in the
-//! store, where it can be atomic with the write.)
+//! envelope and its upstream subject (this file), decide whether it leaves
+//! the site (`filter.rs`) and hide personal data (`redact.rs`, with
+//! `detect.rs`). Pure: it works on parsed JSON and header values, and never
+//! touches disk or network. (Dedupe happens in the store, where it can be
+//! atomic with the write.)
 
+pub mod detect;
+pub mod filter;
 mod place;
+pub mod redact;
 
+pub use filter::Decision;
 pub use place::Place;
+
+use crate::config::{Config, Problem};
+
+/// Routing and redaction, compiled once from the config.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub router: filter::Router,
+    pub redactor: redact::Redactor,
+    prefix: String,
+}
+
+impl Rules {
+    /// Compiles `[[route]]` and `[[redact]]`, resolving hash keys; every
+    /// problem comes with its key path.
+    pub fn compile(cfg: &Config) -> Result<Rules, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let router = filter::Router::compile(&cfg.routes, cfg.routing.default_action)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        let keys: Vec<Option<Vec<u8>>> = cfg
+            .redactions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match r.key.as_ref().map(|k| k.resolve()) {
+                Some(Ok(secret)) => Some(secret.expose().as_bytes().to_vec()),
+                Some(Err(e)) => {
+                    problems.push(Problem {
+                        path: format!("redact[{i}].key"),
+                        message: e,
+                    });
+                    None
+                }
+                None => None,
+            })
+            .collect();
+        let redactor = redact::Redactor::compile(&cfg.redactions, &keys)
+            .map_err(|p| problems.extend(p))
+            .ok();
+        match (router, redactor) {
+            (Some(router), Some(redactor)) if problems.is_empty() => Ok(Rules {
+                router,
+                redactor,
+                prefix: cfg.upstream.subject_prefix.clone(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Routes an event of `source`, then redacts it if it is forwarded.
+    /// `counts` gains the values redacted, by `redact::COUNTED`.
+    pub fn apply(
+        &self,
+        source: &str,
+        n: &mut Normalised,
+        counts: &mut [u64; redact::COUNTED.len()],
+    ) -> Decision {
+        let view = filter::EventView {
+            envelope: &n.envelope,
+            subject: &n.subject,
+        };
+        let decision = self.router.decide(&view, &self.prefix, source);
+        if let Decision::Forward(subject) = &decision {
+            if let Some(s) = subject {
+                n.subject = s.clone();
+            }
+            self.redactor.apply(source, &mut n.envelope, counts);
+        }
+        decision
+    }
+}
 
 use crate::config::{Scheme, SourceConfig};
 use crate::envelope::{self, Envelope};
@@ -55,6 +131,8 @@ pub struct SourceShape {
     id: Option<Place>,
     type_: Place,
     time: Option<Place>,
+    /// Allow-listed request headers and the extension each becomes.
+    headers: Vec<(String, String)>,
 }
 
 impl SourceShape {
@@ -71,6 +149,11 @@ impl SourceShape {
             id: parse(&cfg.id, d_id)?,
             type_: parse(&cfg.type_, Some(d_type))?.expect("a type place always has a default"),
             time: parse(&cfg.time, d_time)?,
+            headers: cfg
+                .headers
+                .iter()
+                .map(|h| (h.to_ascii_lowercase(), header_extension(h)))
+                .collect(),
         })
     }
 
@@ -103,7 +186,7 @@ impl SourceShape {
             datacontenttype: "application/json".into(),
             correlation: header(headers, "x-correlation-id").map(str::to_string),
             trace: header(headers, "traceparent").map(str::to_string),
-            extensions: Map::new(),
+            extensions: self.copied_headers(headers),
             data: Some(body),
         };
         self.build(fields)
@@ -167,6 +250,19 @@ impl SourceShape {
         self.build(fields)
     }
 
+    /// The allow-listed headers present in the request, as extensions.
+    fn copied_headers(&self, headers: &HeaderMap) -> Map<String, Value> {
+        self.headers
+            .iter()
+            .filter_map(|(name, ext)| {
+                Some((
+                    ext.clone(),
+                    Value::String(header(headers, name)?.to_string()),
+                ))
+            })
+            .collect()
+    }
+
     fn build(&self, f: Fields) -> Result<Normalised, Invalid> {
         let subject = envelope::subject(&self.prefix, &self.name, &f.type_)?;
         let id = envelope::new_id();
@@ -189,6 +285,15 @@ impl SourceShape {
         };
         Ok(Normalised { envelope, subject })
     }
+}
+
+/// A header name as a CloudEvents extension name: lowercase letters and
+/// digits only ("X-Shop-Domain" becomes "xshopdomain").
+pub fn header_extension(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 struct Fields {

@@ -15,6 +15,7 @@ fn source(verify: Scheme) -> SourceConfig {
         id: None,
         type_: None,
         time: None,
+        headers: vec![],
     }
 }
 

@@ -90,6 +90,7 @@ mod tests {
                 id: None,
                 type_: None,
                 time: None,
+                headers: vec![],
             };
             let v = Verifier::new(
                 &cfg,

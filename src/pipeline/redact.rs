@@ -1,0 +1,499 @@
+//! Redaction: personal data is masked, removed or replaced by a keyed token
+//! in memory, before the event is written to disk or sent upstream.
+//!
+//! A rule applies to the events of its sources and types. Its `paths`
+//! (JSON pointers into the envelope, `*` for every member or element) name
+//! values to redact whole; its `detectors` scan string values (everywhere
+//! under `/data`, or only under the paths) and redact what they find. The
+//! envelope's `redacted` extension lists each place, as `path:/data/...`
+//! or `{detector}:/data/...`, never the value.
+//!
+//! Pure: no I/O. Rules are compiled once at start.
+
+use super::detect::{Detector, Shape};
+use super::filter::Pointer;
+use crate::config::{Problem, RedactAction, RedactConfig};
+use crate::envelope::Envelope;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use std::collections::HashSet;
+
+/// Counts of redacted values by detector (`path` for whole-value rules).
+pub const COUNTED: [&str; 9] = [
+    "path",
+    "email",
+    "payment_card",
+    "phone",
+    "ipv4",
+    "ipv6",
+    "iban",
+    "us_ssn",
+    "regex",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    sources: Option<HashSet<String>>,
+    types: Vec<TypeMatch>,
+    paths: Vec<Vec<Seg>>,
+    detectors: Vec<Detector>,
+    action: Action,
+}
+
+#[derive(Debug, Clone)]
+enum TypeMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Any,
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Mask {
+        keep_last: Option<usize>,
+        keep_domain: bool,
+    },
+    Remove,
+    Hash(Vec<u8>),
+}
+
+impl Redactor {
+    /// Compiles `[[redact]]` rules; `keys` are the resolved `key` secrets
+    /// (`None` where a rule has none).
+    pub fn compile(
+        cfgs: &[RedactConfig],
+        keys: &[Option<Vec<u8>>],
+    ) -> Result<Redactor, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        for (i, c) in cfgs.iter().enumerate() {
+            if let Some(rule) = compile_rule(
+                c,
+                keys.get(i).cloned().flatten(),
+                &format!("redact[{i}]"),
+                &mut problems,
+            ) {
+                rules.push(rule);
+            }
+        }
+        if problems.is_empty() {
+            Ok(Redactor { rules })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Redacts `env` in place; adds one to `counts[k]` per value redacted
+    /// by `COUNTED[k]`.
+    pub fn apply(&self, source: &str, env: &mut Envelope, counts: &mut [u64; COUNTED.len()]) {
+        for rule in &self.rules {
+            if !rule.applies(source, &env.type_) {
+                continue;
+            }
+            let Some(data) = env.data.as_mut() else {
+                continue;
+            };
+            let mut hits = Vec::new();
+            if rule.paths.is_empty() {
+                rule.scan(data, &mut String::from("/data"), &mut hits);
+            }
+            for path in &rule.paths {
+                rule.at_path(data, path, &mut String::from("/data"), &mut hits);
+            }
+            for (what, at) in hits {
+                counts[COUNTED.iter().position(|c| *c == what).unwrap_or(0)] += 1;
+                let entry = format!("{what}:{at}");
+                if !env.redacted.contains(&entry) {
+                    env.redacted.push(entry);
+                }
+            }
+        }
+    }
+}
+
+impl Rule {
+    fn applies(&self, source: &str, type_: &str) -> bool {
+        self.sources.as_ref().is_none_or(|s| s.contains(source))
+            && (self.types.is_empty()
+                || self.types.iter().any(|t| match t {
+                    TypeMatch::Exact(x) => x == type_,
+                    TypeMatch::Prefix(p) => type_.starts_with(p.as_str()),
+                }))
+    }
+
+    /// Walks `segs` down from `v`; at the end, redacts whole (no detectors)
+    /// or scans (with detectors).
+    fn at_path(
+        &self,
+        v: &mut Value,
+        segs: &[Seg],
+        at: &mut String,
+        hits: &mut Vec<(&'static str, String)>,
+    ) {
+        let Some((seg, rest)) = segs.split_first() else {
+            if self.detectors.is_empty() {
+                return;
+            }
+            return self.scan(v, at, hits);
+        };
+        let len = at.len();
+        if rest.is_empty() && self.detectors.is_empty() {
+            return self.redact_children(v, seg, at, hits);
+        }
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m.iter_mut().filter(|(k, _)| seg_matches(seg, k)) {
+                    push_token(at, k);
+                    self.at_path(child, rest, at, hits);
+                    at.truncate(len);
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| seg_matches(seg, &i.to_string()))
+                {
+                    push_token(at, &i.to_string());
+                    self.at_path(child, rest, at, hits);
+                    at.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Redacts whole the children of `parent` that `seg` names.
+    fn redact_children(
+        &self,
+        parent: &mut Value,
+        seg: &Seg,
+        at: &mut String,
+        hits: &mut Vec<(&'static str, String)>,
+    ) {
+        let len = at.len();
+        match parent {
+            Value::Object(m) => {
+                let keys: Vec<String> = m.keys().filter(|k| seg_matches(seg, k)).cloned().collect();
+                for k in keys {
+                    push_token(at, &k);
+                    hits.push(("path", at.clone()));
+                    at.truncate(len);
+                    match &self.action {
+                        Action::Remove => {
+                            m.remove(&k);
+                        }
+                        _ => {
+                            let v = m.get_mut(&k).expect("key listed above");
+                            *v = self.whole(v);
+                        }
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| seg_matches(seg, &i.to_string()))
+                {
+                    push_token(at, &i.to_string());
+                    hits.push(("path", at.clone()));
+                    at.truncate(len);
+                    // Removing from an array would shift the other elements' places.
+                    *v = match self.action {
+                        Action::Remove => Value::Null,
+                        _ => self.whole(v),
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The replacement of a value redacted whole.
+    fn whole(&self, v: &Value) -> Value {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Value::String(match &self.action {
+            Action::Hash(key) => token(key, &text),
+            Action::Mask { keep_last, .. } => mask_tail(&text, keep_last.unwrap_or(0)),
+            Action::Remove => String::new(),
+        })
+    }
+
+    /// Runs the detectors over every string under `v`.
+    fn scan(&self, v: &mut Value, at: &mut String, hits: &mut Vec<(&'static str, String)>) {
+        let len = at.len();
+        match v {
+            Value::String(s) => {
+                if let Some((replaced, names)) = self.redact_text(s) {
+                    *s = replaced;
+                    hits.extend(names.into_iter().map(|n| (n, at.clone())));
+                }
+            }
+            Value::Object(m) => {
+                for (k, child) in m.iter_mut() {
+                    push_token(at, k);
+                    self.scan(child, at, hits);
+                    at.truncate(len);
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter_mut().enumerate() {
+                    push_token(at, &i.to_string());
+                    self.scan(child, at, hits);
+                    at.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `s` with every detected span replaced, and the detectors that fired;
+    /// `None` when nothing was found (the common case: no allocation).
+    fn redact_text(&self, s: &str) -> Option<(String, Vec<&'static str>)> {
+        let shape = Shape::of(s);
+        let mut spans: Vec<(usize, usize, &Detector)> = Vec::new();
+        for d in &self.detectors {
+            for (a, b) in d.find(s, &shape) {
+                if spans.iter().all(|&(x, y, _)| b <= x || a >= y) {
+                    spans.push((a, b, d));
+                }
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        spans.sort_by_key(|&(a, _, _)| a);
+        let mut out = String::with_capacity(s.len());
+        let mut names = Vec::new();
+        let mut last = 0;
+        for (a, b, d) in spans {
+            out.push_str(&s[last..a]);
+            out.push_str(&self.replace(&s[a..b], d));
+            last = b;
+            if !names.contains(&d.name()) {
+                names.push(d.name());
+            }
+        }
+        out.push_str(&s[last..]);
+        Some((out, names))
+    }
+
+    fn replace(&self, found: &str, d: &Detector) -> String {
+        match &self.action {
+            Action::Remove => String::new(),
+            Action::Hash(key) => token(key, found),
+            Action::Mask {
+                keep_last,
+                keep_domain,
+            } => match d {
+                Detector::Email if *keep_domain => {
+                    let domain = found.rsplit_once('@').map_or("", |(_, d)| d);
+                    format!("***@{domain}")
+                }
+                Detector::PaymentCard => mask_digits(found, keep_last.unwrap_or(4)),
+                _ => mask_tail(found, keep_last.unwrap_or(0)),
+            },
+        }
+    }
+}
+
+fn seg_matches(seg: &Seg, key: &str) -> bool {
+    match seg {
+        Seg::Any => true,
+        Seg::Key(k) => k == key,
+    }
+}
+
+/// Appends one RFC 6901 token to a pointer.
+fn push_token(at: &mut String, token: &str) {
+    at.push('/');
+    at.push_str(&token.replace('~', "~0").replace('/', "~1"));
+}
+
+/// Every character but the last `keep` becomes `*`.
+fn mask_tail(s: &str, keep: usize) -> String {
+    let n = s.chars().count();
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| if i + keep < n { '*' } else { c })
+        .collect()
+}
+
+/// Every digit but the last `keep` becomes `*`; separators stay.
+fn mask_digits(s: &str, keep: usize) -> String {
+    let total = s.bytes().filter(u8::is_ascii_digit).count();
+    let mut seen = 0;
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + keep <= total {
+                    return '*';
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+/// `tok_` and the base32 of HMAC-SHA256(key, value), truncated to 160 bits:
+/// the same value always gives the same token, so joins still work.
+pub fn token(key: &[u8], value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(value.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    format!("tok_{}", base32(&digest[..20]))
+}
+
+/// RFC 4648 base32, lowercase, no padding.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        buffer = (buffer << 8) | b as u32;
+        bits += 8;
+        while bits >= 5 {
+            out.push(ALPHABET[((buffer >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+fn compile_rule(
+    c: &RedactConfig,
+    key: Option<Vec<u8>>,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Rule> {
+    let mut found = Vec::new();
+    let mut add = |path: String, message: String| found.push(Problem { path, message });
+    let mut paths = Vec::new();
+    for (i, p) in c.paths.iter().enumerate() {
+        match Pointer::parse(p) {
+            Ok(ptr) if ptr.0.first().is_some_and(|t| t == "data") => {
+                let segs: Vec<Seg> = ptr.0[1..]
+                    .iter()
+                    .map(|t| {
+                        if t == "*" {
+                            Seg::Any
+                        } else {
+                            Seg::Key(t.clone())
+                        }
+                    })
+                    .collect();
+                if segs.is_empty() && c.detectors.is_empty() && c.patterns.is_empty() {
+                    add(
+                        format!("{at}.paths[{i}]"),
+                        "name a value under /data, not /data itself".into(),
+                    );
+                }
+                paths.push(segs);
+            }
+            Ok(_) => add(
+                format!("{at}.paths[{i}]"),
+                format!("{p:?} must point under /data"),
+            ),
+            Err(e) => add(format!("{at}.paths[{i}]"), e),
+        }
+    }
+    let mut detectors = Vec::new();
+    for (i, name) in c.detectors.iter().enumerate() {
+        match Detector::by_name(name) {
+            Some(d) => detectors.push(d),
+            None if name == "regex" => add(
+                format!("{at}.detectors[{i}]"),
+                "write custom patterns in `patterns = [\"...\"]`".into(),
+            ),
+            None => add(
+                format!("{at}.detectors[{i}]"),
+                format!(
+                    "unknown detector {name:?}; expected one of {}",
+                    super::detect::NAMES.join(", ")
+                ),
+            ),
+        }
+    }
+    for (i, p) in c.patterns.iter().enumerate() {
+        match regex::Regex::new(p) {
+            Ok(re) if re.is_match("") => add(
+                format!("{at}.patterns[{i}]"),
+                "the pattern matches the empty string".into(),
+            ),
+            Ok(re) => detectors.push(Detector::Pattern(re)),
+            Err(e) => add(
+                format!("{at}.patterns[{i}]"),
+                format!("not a valid regex: {e}"),
+            ),
+        }
+    }
+    if paths.is_empty()
+        && detectors.is_empty()
+        && c.paths.is_empty()
+        && c.detectors.is_empty()
+        && c.patterns.is_empty()
+    {
+        add(
+            at.to_string(),
+            "a rule needs paths, detectors or patterns".into(),
+        );
+    }
+    let action = match c.action {
+        RedactAction::Mask => Action::Mask {
+            keep_last: c.keep_last,
+            keep_domain: c.keep_domain,
+        },
+        RedactAction::Remove => Action::Remove,
+        RedactAction::Hash => match key {
+            Some(k) if !k.is_empty() => Action::Hash(k),
+            _ => {
+                add(
+                    format!("{at}.key"),
+                    "action = \"hash\" needs a key, such as key = \"env:REDACT_KEY\"".into(),
+                );
+                Action::Remove
+            }
+        },
+    };
+    let types = c
+        .types
+        .iter()
+        .map(|t| match t.strip_suffix('*') {
+            Some(p) => TypeMatch::Prefix(p.to_string()),
+            None => TypeMatch::Exact(t.clone()),
+        })
+        .collect();
+    let sources = (!c.sources.is_empty()).then(|| c.sources.iter().cloned().collect());
+    let ok = found.is_empty();
+    problems.extend(found);
+    ok.then_some(Rule {
+        sources,
+        types,
+        paths,
+        detectors,
+        action,
+    })
+}
