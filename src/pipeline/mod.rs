@@ -347,3 +347,6 @@ fn as_text(v: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod rules_tests;
