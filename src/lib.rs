@@ -78,7 +78,13 @@ impl Node {
             .await
             .map_err(StartError::Setup)?;
         let ingest = Arc::new(ingest);
-        watch_max_payload(ingest.clone(), client.clone(), link.clone());
+        let stop_ingress = CancellationToken::new();
+        watch_max_payload(
+            ingest.clone(),
+            client.clone(),
+            link.clone(),
+            stop_ingress.clone(),
+        );
 
         let stop_forwarder = CancellationToken::new();
         let (pause, paused) = watch::channel(false);
@@ -94,7 +100,6 @@ impl Node {
         };
         let forwarder = tokio::spawn(forwarder.run());
 
-        let stop_ingress = CancellationToken::new();
         let server = Arc::new(ingress::http::Server {
             ingest,
             limits: ingress::http::Limits {
@@ -130,14 +135,17 @@ fn watch_max_payload(
     ingest: Arc<ingress::Ingest>,
     client: async_nats::Client,
     mut link: watch::Receiver<upstream::LinkState>,
+    stop: CancellationToken,
 ) {
+    // Ends with the node: it holds the ingest core, and so the store.
     tokio::spawn(async move {
         loop {
             if *link.borrow_and_update() == upstream::LinkState::Connected {
                 ingest.set_max_event(client.server_info().max_payload as u64);
             }
-            if link.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = link.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => return,
             }
         }
     });
