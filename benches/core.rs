@@ -15,6 +15,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "core/pipeline.rs"]
+mod pipeline;
+
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures::stream::{FuturesOrdered, StreamExt};
 use jetedge::{Node, NodeHandle};
@@ -64,7 +67,12 @@ async fn run() {
     println!("(a) bare async-nats JetStream publisher  {a:>10.0} events/s  ({events} events, window {WINDOW})");
     let b = drain(&nats, events).await;
     println!("(b) jetedge outbox drain                 {b:>10.0} events/s  ({events} events)");
-    let c = ingest(&nats, requests, concurrency, true).await;
+    let load = Load {
+        requests,
+        concurrency,
+        body: body_of,
+    };
+    let c = ingest(&nats, &load, true, "").await;
     println!(
         "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on)",
         c.rate
@@ -77,7 +85,7 @@ async fn run() {
         "    forwarding of (c) finished {:.2} s after the last request",
         c.drain_after_s
     );
-    let d = ingest(&nats, requests, concurrency, false).await;
+    let d = ingest(&nats, &load, false, "").await;
     println!(
         "(d) the same ingest, forwarding paused   {:>10.0} events/s  (p50 {:.2} ms, p99 {:.2} ms)",
         d.rate, d.p50_ms, d.p99_ms
@@ -87,6 +95,32 @@ async fn run() {
         "ratio c/a = {:.2}  (c target >= 20000 events/s)",
         c.rate / a
     );
+
+    let p = pipeline::cost(events.min(50_000));
+    println!(
+        "(e) pipeline, 10 routes + 10 redaction rules, 1 KiB order with PII: {:.2} us/event (no rules: {:.2} us/event; target < 20 us)",
+        p.with_rules_us, p.without_us
+    );
+    let pii = Load {
+        requests,
+        concurrency,
+        body: pipeline::body,
+    };
+    let off = ingest(&nats, &pii, true, "").await;
+    let on = ingest(&nats, &pii, true, pipeline::RULES).await;
+    println!(
+        "(f) ingest of the same PII orders, forwarding on: pipeline off {:.0} events/s, on {:.0} events/s (on/off = {:.2})",
+        off.rate,
+        on.rate,
+        on.rate / off.rate
+    );
+}
+
+/// The shape of an ingest run.
+struct Load {
+    requests: usize,
+    concurrency: usize,
+    body: fn(usize) -> Vec<u8>,
 }
 
 /// A 1 KiB order webhook body; `n` makes each one distinct.
@@ -143,11 +177,14 @@ async fn bare_publisher(nats: &NatsServer, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn start_node(dir: &TempDir, nats: &NatsServer) -> NodeHandle {
+/// A node on `nats` with `rules` (TOML) appended to the test config.
+async fn start_node(dir: &TempDir, nats: &NatsServer, rules: &str) -> NodeHandle {
     let text = node_config(dir.path(), &[nats.url()])
         .replace("max_buffer = \"512MiB\"", "max_buffer = \"8GiB\"")
         .replace("max_body = \"64KiB\"", "max_body = \"4MiB\"");
-    Node::start(parse_config(&text)).await.unwrap()
+    Node::start(parse_config(&format!("{text}\n{rules}")))
+        .await
+        .unwrap()
 }
 
 async fn wait_drained(node: &NodeHandle) {
@@ -159,7 +196,7 @@ async fn wait_drained(node: &NodeHandle) {
 /// (b): fills the outbox with forwarding paused, then times the drain.
 async fn drain(nats: &NatsServer, n: usize) -> f64 {
     let dir = TempDir::new("bench-drain");
-    let node = start_node(&dir, nats).await;
+    let node = start_node(&dir, nats, "").await;
     node.pause_forwarding(true);
     let client = Client::new(node.ingress_addr);
     let headers = vec![(
@@ -199,19 +236,19 @@ struct IngestFigures {
 }
 
 /// (c): `n` signed webhooks from `concurrency` keep-alive connections.
-async fn ingest(
-    nats: &NatsServer,
-    n: usize,
-    concurrency: usize,
-    forwarding: bool,
-) -> IngestFigures {
+async fn ingest(nats: &NatsServer, load: &Load, forwarding: bool, rules: &str) -> IngestFigures {
+    let (n, concurrency) = (load.requests, load.concurrency);
     let dir = TempDir::new("bench-ingest");
-    let node = start_node(&dir, nats).await;
+    let node = start_node(&dir, nats, rules).await;
     node.pause_forwarding(!forwarding);
     // Built and signed up front, so the load generator costs little more
     // than its socket calls (as wrk would) and is not counted against the node.
     let now = support::now();
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|i| signed_request(i, now)).collect());
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..n)
+            .map(|i| signed_request(&(load.body)(i), i, now))
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
@@ -256,18 +293,17 @@ async fn ingest(
 }
 
 /// The raw bytes of signed webhook `i`: an HTTP/1.1 keep-alive request.
-fn signed_request(i: usize, now: i64) -> Vec<u8> {
-    let body = body_of(i);
+fn signed_request(body: &[u8], i: usize, now: i64) -> Vec<u8> {
     let mut req = format!(
         "POST /v1/webhooks/shop HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
         body.len()
     );
-    for (k, v) in sign(&format!("bench-{i}"), &body, now) {
+    for (k, v) in sign(&format!("bench-{i}"), body, now) {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(&body);
+    bytes.extend_from_slice(body);
     bytes
 }
 

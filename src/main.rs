@@ -88,9 +88,11 @@ fn check(path: &Path) -> ExitCode {
     match load(path) {
         Some(cfg) => {
             println!(
-                "{}: valid ({} source(s), upstream {})",
+                "{}: valid ({} source(s), {} route(s), {} redaction rule(s), upstream {})",
                 path.display(),
                 cfg.sources.len(),
+                cfg.routes.len(),
+                cfg.redactions.len(),
                 cfg.upstream.servers.join(", ")
             );
             ExitCode::SUCCESS

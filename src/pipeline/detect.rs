@@ -79,12 +79,12 @@ impl Detector {
     fn may_match(&self, sh: &Shape) -> bool {
         match self {
             Self::Email => sh.at,
-            Self::PaymentCard => sh.digits >= 13,
+            Self::PaymentCard => sh.digit_run >= 13,
             Self::Phone => sh.digits >= 7,
-            Self::Ipv4 => sh.digits >= 4 && sh.dots >= 3,
+            Self::Ipv4 => sh.digit_dots >= 3,
             Self::Ipv6 => sh.colons >= 2,
-            Self::Iban => sh.digits >= 2 && sh.upper >= 2 && sh.len >= 15,
-            Self::UsSsn => sh.digits >= 9 && sh.dashes >= 2,
+            Self::Iban => sh.country_check && sh.len >= 15,
+            Self::UsSsn => sh.digit_run >= 9 && sh.dashes >= 2,
             Self::Pattern(_) => true,
         }
     }
@@ -100,32 +100,53 @@ impl Detector {
     }
 }
 
-/// Character counts of a string, computed once and shared by every detector.
+/// Character counts of a string, computed in one pass and shared by every
+/// detector, so most strings skip most regexes.
 #[derive(Debug, Default)]
 pub struct Shape {
     len: usize,
     digits: usize,
-    upper: usize,
-    dots: usize,
     dashes: usize,
     colons: usize,
     at: bool,
+    /// Longest run of digits where single spaces or dashes may separate them.
+    digit_run: usize,
+    /// Dots with a digit on each side.
+    digit_dots: usize,
+    /// Two capitals followed by two digits (an IBAN's start).
+    country_check: bool,
 }
 
 impl Shape {
     pub fn of(s: &str) -> Shape {
+        let b = s.as_bytes();
         let mut sh = Shape {
-            len: s.len(),
+            len: b.len(),
             ..Shape::default()
         };
-        for b in s.bytes() {
-            match b {
-                b'0'..=b'9' => sh.digits += 1,
-                b'A'..=b'Z' => sh.upper += 1,
-                b'.' => sh.dots += 1,
+        let mut run = 0;
+        for (i, &c) in b.iter().enumerate() {
+            let prev = if i > 0 { b[i - 1] } else { 0 };
+            let next = b.get(i + 1).copied().unwrap_or(0);
+            match c {
+                b'0'..=b'9' => {
+                    sh.digits += 1;
+                    run += 1;
+                    sh.digit_run = sh.digit_run.max(run);
+                }
+                b' ' | b'-' if prev.is_ascii_digit() && next.is_ascii_digit() => {}
+                _ => run = 0,
+            }
+            match c {
                 b'-' => sh.dashes += 1,
                 b':' => sh.colons += 1,
                 b'@' => sh.at = true,
+                b'.' if prev.is_ascii_digit() && next.is_ascii_digit() => sh.digit_dots += 1,
+                b'A'..=b'Z' if i + 3 < b.len() => {
+                    sh.country_check |= b[i + 1].is_ascii_uppercase()
+                        && b[i + 2].is_ascii_digit()
+                        && b[i + 3].is_ascii_digit();
+                }
                 _ => {}
             }
         }
@@ -135,6 +156,8 @@ impl Shape {
 
 fn builtin(d: &Detector) -> &'static Regex {
     static RES: OnceLock<Vec<Regex>> = OnceLock::new();
+    // ASCII classes and word boundaries ((?-u)) keep every pattern on the
+    // regex crate's fast DFA path.
     let res = RES.get_or_init(|| {
         [
             r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
@@ -146,7 +169,7 @@ fn builtin(d: &Detector) -> &'static Regex {
             r"\b\d{3}-\d{2}-\d{4}\b",
         ]
         .iter()
-        .map(|p| Regex::new(p).expect("built-in detector pattern"))
+        .map(|p| Regex::new(&format!("(?-u){p}")).expect("built-in detector pattern"))
         .collect()
     });
     let i = match d {

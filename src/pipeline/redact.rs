@@ -100,29 +100,67 @@ impl Redactor {
 
     /// Redacts `env` in place; adds one to `counts[k]` per value redacted
     /// by `COUNTED[k]`.
+    ///
+    /// Path rules run first, in order; then one walk over the payload runs
+    /// every whole-payload detector rule on each string, so a string's
+    /// shape is computed once for all of them.
     pub fn apply(&self, source: &str, env: &mut Envelope, counts: &mut [u64; COUNTED.len()]) {
-        for rule in &self.rules {
-            if !rule.applies(source, &env.type_) {
-                continue;
-            }
-            let Some(data) = env.data.as_mut() else {
-                continue;
-            };
-            let mut hits = Vec::new();
+        let Some(data) = env.data.as_mut() else {
+            return;
+        };
+        let mut hits = Vec::new();
+        let mut at = String::from("/data");
+        let mut scanners: Vec<&Rule> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.applies(source, &env.type_)) {
             if rule.paths.is_empty() {
-                rule.scan(data, &mut String::from("/data"), &mut hits);
+                scanners.push(rule);
             }
             for path in &rule.paths {
-                rule.at_path(data, path, &mut String::from("/data"), &mut hits);
+                rule.at_path(data, path, &mut at, &mut hits);
             }
-            for (what, at) in hits {
-                counts[COUNTED.iter().position(|c| *c == what).unwrap_or(0)] += 1;
-                let entry = format!("{what}:{at}");
-                if !env.redacted.contains(&entry) {
-                    env.redacted.push(entry);
+        }
+        if !scanners.is_empty() {
+            scan(&scanners, data, &mut at, &mut hits);
+        }
+        for (what, at) in hits {
+            counts[COUNTED.iter().position(|c| *c == what).unwrap_or(0)] += 1;
+            let entry = format!("{what}:{at}");
+            if !env.redacted.contains(&entry) {
+                env.redacted.push(entry);
+            }
+        }
+    }
+}
+
+/// Runs the detectors of `rules` over every string under `v`.
+fn scan(rules: &[&Rule], v: &mut Value, at: &mut String, hits: &mut Vec<(&'static str, String)>) {
+    let len = at.len();
+    match v {
+        Value::String(s) => {
+            let mut shape = Shape::of(s);
+            for rule in rules {
+                if let Some((replaced, names)) = rule.redact_text(s, &shape) {
+                    *s = replaced;
+                    shape = Shape::of(s);
+                    hits.extend(names.into_iter().map(|n| (n, at.clone())));
                 }
             }
         }
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                push_token(at, k);
+                scan(rules, child, at, hits);
+                at.truncate(len);
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter_mut().enumerate() {
+                push_index(at, i);
+                scan(rules, child, at, hits);
+                at.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -146,10 +184,10 @@ impl Rule {
         hits: &mut Vec<(&'static str, String)>,
     ) {
         let Some((seg, rest)) = segs.split_first() else {
-            if self.detectors.is_empty() {
-                return;
+            if !self.detectors.is_empty() {
+                scan(&[self], v, at, hits);
             }
-            return self.scan(v, at, hits);
+            return;
         };
         let len = at.len();
         if rest.is_empty() && self.detectors.is_empty() {
@@ -167,9 +205,9 @@ impl Rule {
                 for (i, child) in a
                     .iter_mut()
                     .enumerate()
-                    .filter(|(i, _)| seg_matches(seg, &i.to_string()))
+                    .filter(|(i, _)| seg_matches_index(seg, *i))
                 {
-                    push_token(at, &i.to_string());
+                    push_index(at, i);
                     self.at_path(child, rest, at, hits);
                     at.truncate(len);
                 }
@@ -209,9 +247,9 @@ impl Rule {
                 for (i, v) in a
                     .iter_mut()
                     .enumerate()
-                    .filter(|(i, _)| seg_matches(seg, &i.to_string()))
+                    .filter(|(i, _)| seg_matches_index(seg, *i))
                 {
-                    push_token(at, &i.to_string());
+                    push_index(at, i);
                     hits.push(("path", at.clone()));
                     at.truncate(len);
                     // Removing from an array would shift the other elements' places.
@@ -238,41 +276,12 @@ impl Rule {
         })
     }
 
-    /// Runs the detectors over every string under `v`.
-    fn scan(&self, v: &mut Value, at: &mut String, hits: &mut Vec<(&'static str, String)>) {
-        let len = at.len();
-        match v {
-            Value::String(s) => {
-                if let Some((replaced, names)) = self.redact_text(s) {
-                    *s = replaced;
-                    hits.extend(names.into_iter().map(|n| (n, at.clone())));
-                }
-            }
-            Value::Object(m) => {
-                for (k, child) in m.iter_mut() {
-                    push_token(at, k);
-                    self.scan(child, at, hits);
-                    at.truncate(len);
-                }
-            }
-            Value::Array(a) => {
-                for (i, child) in a.iter_mut().enumerate() {
-                    push_token(at, &i.to_string());
-                    self.scan(child, at, hits);
-                    at.truncate(len);
-                }
-            }
-            _ => {}
-        }
-    }
-
     /// `s` with every detected span replaced, and the detectors that fired;
     /// `None` when nothing was found (the common case: no allocation).
-    fn redact_text(&self, s: &str) -> Option<(String, Vec<&'static str>)> {
-        let shape = Shape::of(s);
+    fn redact_text(&self, s: &str, shape: &Shape) -> Option<(String, Vec<&'static str>)> {
         let mut spans: Vec<(usize, usize, &Detector)> = Vec::new();
         for d in &self.detectors {
-            for (a, b) in d.find(s, &shape) {
+            for (a, b) in d.find(s, shape) {
                 if spans.iter().all(|&(x, y, _)| b <= x || a >= y) {
                     spans.push((a, b, d));
                 }
@@ -323,10 +332,27 @@ fn seg_matches(seg: &Seg, key: &str) -> bool {
     }
 }
 
+fn seg_matches_index(seg: &Seg, i: usize) -> bool {
+    match seg {
+        Seg::Any => true,
+        Seg::Key(k) => k.parse() == Ok(i),
+    }
+}
+
 /// Appends one RFC 6901 token to a pointer.
 fn push_token(at: &mut String, token: &str) {
     at.push('/');
-    at.push_str(&token.replace('~', "~0").replace('/', "~1"));
+    if token.contains(['~', '/']) {
+        at.push_str(&token.replace('~', "~0").replace('/', "~1"));
+    } else {
+        at.push_str(token);
+    }
+}
+
+/// Appends an array index to a pointer without allocating.
+fn push_index(at: &mut String, i: usize) {
+    use std::fmt::Write;
+    let _ = write!(at, "/{i}");
 }
 
 /// Every character but the last `keep` becomes `*`.

@@ -1,0 +1,76 @@
+//! The `jetedge check` command as an operator runs it: exit 0 for a valid
+//! config, 2 with every problem and its key path for an invalid one.
+
+mod support;
+
+use std::process::Command;
+use support::TempDir;
+
+fn check(config: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["check", "-c"])
+        .arg(config)
+        .envs([
+            ("SHOP_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("GITHUB_WEBHOOK_SECRET", "gh"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_stripe"),
+            ("PARTNER_SECRET", "p"),
+            ("KIOSK_TOKEN", "k1"),
+            ("KIOSK_TOKEN_NEXT", "k2"),
+            ("REDACT_KEY", "r"),
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn the_annotated_example_and_the_default_config_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["conf/example.toml", "conf/jetedge.toml"] {
+        let (code, text) = check(&root.join(file));
+        assert_eq!(code, 0, "{file}: {text}");
+        assert!(text.contains("valid"), "{text}");
+    }
+}
+
+#[test]
+fn bad_rules_exit_2_and_name_every_problem_by_key_path() {
+    let dir = TempDir::new("cli-check");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[source]]
+name = "shop"
+verify = "none"
+[[route]]
+match = { prefx = { type = "order." } }
+action = "drop"
+[[route]]
+match = { path = "data/region", in = ["x"] }
+action = "forward"
+[[redact]]
+patterns = ["(unclosed"]
+[[redact]]
+detectors = ["email"]
+action = "hash"
+"#,
+    )
+    .unwrap();
+    let (code, text) = check(&file);
+    assert_eq!(code, 2, "{text}");
+    for want in [
+        "route[0].match.prefx: unknown filter dialect",
+        "route[1].match.path:",
+        "redact[0].patterns[0]: not a valid regex",
+        "redact[1].key: action = \"hash\" needs a key",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}
