@@ -114,12 +114,18 @@ impl Committer {
             .apply(&self.inner)
             .and_then(|n| self.durable().map(|()| n));
         match written {
-            Ok((events, bytes)) => {
+            Ok((events, bytes, last_seq)) => {
                 self.inner
                     .backlog_events
                     .fetch_add(events, Ordering::Relaxed);
                 self.inner.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
                 if events > 0 {
+                    // Only now may the forwarder see these batches: a
+                    // publish of an event that a crash then loses would
+                    // leave upstream a copy the sender's retry doubles.
+                    self.inner
+                        .durable_seq
+                        .fetch_max(last_seq, Ordering::Release);
                     self.inner.new_data.notify_one();
                 }
                 for (reply, out) in outcomes {
@@ -206,20 +212,23 @@ struct Staged {
 
 impl Staged {
     /// Writes the records as outbox batches (each under a fresh sequence
-    /// number) and the keys; returns the number of events and bytes written.
+    /// number) and the keys; returns the number of events and bytes
+    /// written, and the last sequence number used.
     /// Batches and keys go in one sled transaction, which recovery replays
     /// whole or not at all: a key is never durable without its event (a
     /// resend would be refused as a duplicate of an event that was lost),
     /// nor an event without its key (a resend of an unanswered request
     /// would be stored twice).
-    fn apply(&mut self, inner: &Inner) -> Result<(u64, u64), StoreError> {
+    fn apply(&mut self, inner: &Inner) -> Result<(u64, u64, u64), StoreError> {
         let mut values = Vec::new();
+        let mut last_seq = 0;
         let (mut events, mut bytes) = (0, 0);
         for chunk in chunks(&self.records) {
             let value = encode_batch(chunk.iter().map(Vec::as_slice));
             events += chunk.len() as u64;
             bytes += value.len() as u64;
-            values.push((inner.db.generate_id()?.to_be_bytes(), value));
+            last_seq = inner.db.generate_id()?;
+            values.push((last_seq.to_be_bytes(), value));
         }
         let idem = self.idem.take();
         let result = match &idem {
@@ -241,7 +250,7 @@ impl Staged {
             TransactionError::Storage(e) => StoreError::Sled(e),
             TransactionError::Abort(()) => io_error("outbox transaction aborted"),
         })?;
-        Ok((events, bytes))
+        Ok((events, bytes, last_seq))
     }
 }
 

@@ -98,6 +98,8 @@ struct Inner {
     corrupt: sled::Tree,
     backlog_events: AtomicU64,
     backlog_bytes: AtomicU64,
+    /// The last outbox key known to be on disk; readers see nothing past it.
+    durable_seq: AtomicU64,
     max_buffer: u64,
     /// Wakes the forwarder when new events are durable.
     new_data: Notify,
@@ -125,6 +127,7 @@ impl Store {
             db,
             backlog_events: AtomicU64::new(0),
             backlog_bytes: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(0),
             max_buffer: cfg.max_buffer.0,
             new_data: Notify::new(),
             committer: Mutex::new(None),
@@ -178,7 +181,16 @@ impl Store {
     ) -> Result<Vec<Pending>, StoreError> {
         let start = from.map_or(0, |p| p.seq);
         let mut out = Vec::with_capacity(limit.min(4096));
-        for item in self.inner.outbox.range(start.to_be_bytes()..) {
+        // Batches the committer has not yet made durable stay unseen.
+        let durable = self.inner.durable_seq.load(Ordering::Acquire);
+        if start > durable {
+            return Ok(Vec::new());
+        }
+        for item in self
+            .inner
+            .outbox
+            .range(start.to_be_bytes()..=durable.to_be_bytes())
+        {
             if out.len() >= limit {
                 break;
             }
@@ -295,11 +307,15 @@ impl Inner {
     /// Recomputes the backlog counters from the outbox, after a restart.
     fn recount(&self) -> Result<(), StoreError> {
         let (mut n, mut bytes) = (0, 0);
+        let mut last = 0;
         for item in self.outbox.iter() {
-            let (_, v) = item?;
+            let (k, v) = item?;
             n += record::batch_count(&v).unwrap_or(1);
             bytes += v.len() as u64;
+            last = k.as_ref().try_into().map_or(last, u64::from_be_bytes);
         }
+        // Whatever recovery found is on disk.
+        self.durable_seq.store(last, Ordering::Release);
         self.backlog_events.store(n, Ordering::Relaxed);
         self.backlog_bytes.store(bytes, Ordering::Relaxed);
         Ok(())

@@ -100,7 +100,13 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// True when any key's MAC over `parts` equals any candidate, compared in
 /// constant time. Every pair is compared, so timing does not reveal which.
-fn any_matches(keys: &[Vec<u8>], parts: &[&[u8]], candidates: &[Vec<u8>]) -> bool {
+/// `Ok` when the HMAC of `parts` under any active key equals any of the
+/// candidate signatures; every comparison runs, in constant time.
+fn any_matches(
+    keys: &[Vec<u8>],
+    parts: &[&[u8]],
+    candidates: &[Vec<u8>],
+) -> Result<(), VerifyError> {
     let mut ok = subtle::Choice::from(0);
     for key in keys {
         let mac = hmac_sha256(key, parts);
@@ -108,7 +114,11 @@ fn any_matches(keys: &[Vec<u8>], parts: &[&[u8]], candidates: &[Vec<u8>]) -> boo
             ok |= mac.as_slice().ct_eq(c.as_slice());
         }
     }
-    ok.into()
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {

@@ -18,9 +18,7 @@ pub fn verify(
         .strip_prefix("v0=")
         .ok_or_else(|| VerifyError::Malformed("X-Slack-Signature (expected v0=...)".into()))?;
     let sig = decode_hex(hex, "X-Slack-Signature")?;
-    if !any_matches(keys, &[b"v0:", ts_text.as_bytes(), b":", body], &[sig]) {
-        return Err(VerifyError::Mismatch);
-    }
+    any_matches(keys, &[b"v0:", ts_text.as_bytes(), b":", body], &[sig])?;
     check_tolerance(ts, now, tolerance)
 }
 

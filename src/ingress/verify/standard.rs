@@ -37,9 +37,7 @@ pub fn verify(
         ));
     }
     let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_text.as_bytes(), b".", body];
-    if !any_matches(keys, &parts, &candidates) {
-        return Err(VerifyError::Mismatch);
-    }
+    any_matches(keys, &parts, &candidates)?;
     check_tolerance(ts, now, tolerance)
 }
 

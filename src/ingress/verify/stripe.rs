@@ -28,9 +28,7 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(VerifyError::Malformed("Stripe-Signature (no v1=)".into()));
     }
-    if !any_matches(keys, &[ts_text.as_bytes(), b".", body], &candidates) {
-        return Err(VerifyError::Mismatch);
-    }
+    any_matches(keys, &[ts_text.as_bytes(), b".", body], &candidates)?;
     check_tolerance(ts, now, tolerance)
 }
 
