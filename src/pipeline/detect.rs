@@ -119,36 +119,35 @@ pub struct Shape {
 
 impl Shape {
     pub fn of(s: &str) -> Shape {
-        let b = s.as_bytes();
         let mut sh = Shape {
-            len: b.len(),
+            len: s.len(),
             ..Shape::default()
         };
+        // The three bytes before the current one, newest first.
+        let (mut p1, mut p2, mut p3) = (0u8, 0u8, 0u8);
         let mut run = 0;
-        for (i, &c) in b.iter().enumerate() {
-            let prev = if i > 0 { b[i - 1] } else { 0 };
-            let next = b.get(i + 1).copied().unwrap_or(0);
-            match c {
-                b'0'..=b'9' => {
-                    sh.digits += 1;
-                    run += 1;
-                    sh.digit_run = sh.digit_run.max(run);
+        for &c in s.as_bytes() {
+            if c.is_ascii_digit() {
+                sh.digits += 1;
+                let joined =
+                    p1.is_ascii_digit() || (matches!(p1, b' ' | b'-') && p2.is_ascii_digit());
+                run = if joined { run + 1 } else { 1 };
+                sh.digit_run = sh.digit_run.max(run);
+                if p1 == b'.' && p2.is_ascii_digit() {
+                    sh.digit_dots += 1;
                 }
-                b' ' | b'-' if prev.is_ascii_digit() && next.is_ascii_digit() => {}
-                _ => run = 0,
-            }
-            match c {
-                b'-' => sh.dashes += 1,
-                b':' => sh.colons += 1,
-                b'@' => sh.at = true,
-                b'.' if prev.is_ascii_digit() && next.is_ascii_digit() => sh.digit_dots += 1,
-                b'A'..=b'Z' if i + 3 < b.len() => {
-                    sh.country_check |= b[i + 1].is_ascii_uppercase()
-                        && b[i + 2].is_ascii_digit()
-                        && b[i + 3].is_ascii_digit();
+                if p1.is_ascii_digit() && p2.is_ascii_uppercase() && p3.is_ascii_uppercase() {
+                    sh.country_check = true;
                 }
-                _ => {}
+            } else {
+                match c {
+                    b'-' => sh.dashes += 1,
+                    b':' => sh.colons += 1,
+                    b'@' => sh.at = true,
+                    _ => {}
+                }
             }
+            (p3, p2, p1) = (p2, p1, c);
         }
         sh
     }
