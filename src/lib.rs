@@ -52,6 +52,8 @@ pub struct NodeHandle {
     stop_ingress: CancellationToken,
     stop_forwarder: CancellationToken,
     ingress: JoinHandle<()>,
+    /// NATS ingest on the site's server, when `[local]` is set.
+    local: Option<(async_nats::Client, JoinHandle<()>)>,
     forwarder: JoinHandle<()>,
 }
 
@@ -74,7 +76,7 @@ impl Node {
             addr: cfg.ingress.listen.clone(),
             source,
         })?;
-        let (client, link) = upstream::connect(&cfg.upstream, &cfg.node.id)
+        let (client, link) = upstream::connect(&cfg.upstream.endpoint(), &cfg.node.id)
             .await
             .map_err(StartError::Setup)?;
         let ingest = Arc::new(ingest);
@@ -101,7 +103,7 @@ impl Node {
         let forwarder = tokio::spawn(forwarder.run());
 
         let server = Arc::new(ingress::http::Server {
-            ingest,
+            ingest: ingest.clone(),
             limits: ingress::http::Limits {
                 max_body: cfg.ingress.max_body.0,
                 header_timeout: cfg.ingress.header_timeout.0,
@@ -111,6 +113,21 @@ impl Node {
             },
             link: link.clone(),
         });
+        let local = match &cfg.local {
+            Some(l) => {
+                let (client, _) = upstream::connect(&l.endpoint(), &cfg.node.id)
+                    .await
+                    .map_err(StartError::Setup)?;
+                let task = ingress::local::serve(
+                    client.clone(),
+                    l.clone(),
+                    ingest.clone(),
+                    stop_ingress.clone(),
+                );
+                Some((client, tokio::spawn(task)))
+            }
+            None => None,
+        };
         let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
         tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, upstream = ?cfg.upstream.servers,
             data_dir = %cfg.node.data_dir.display(), "jetedge started");
@@ -124,6 +141,7 @@ impl Node {
             stop_ingress,
             stop_forwarder,
             ingress,
+            local,
             forwarder,
         })
     }
@@ -171,6 +189,10 @@ impl NodeHandle {
         tracing::info!("stopping: no new connections; finishing requests in flight");
         self.stop_ingress.cancel();
         let _ = self.ingress.await;
+        if let Some((client, task)) = self.local {
+            let _ = task.await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.drain()).await;
+        }
         tracing::info!("stopping: settling in-flight publishes");
         self.stop_forwarder.cancel();
         let _ = self.forwarder.await;

@@ -5,7 +5,7 @@
 //! connects whenever upstream appears. The link state is a `watch` channel
 //! fed by the client's event callback: only this module writes it.
 
-use crate::config::UpstreamConfig;
+use crate::config::Endpoint;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,12 +30,13 @@ impl LinkState {
 
 /// Connects (in the background) and returns the client and its link state.
 pub async fn connect(
-    cfg: &UpstreamConfig,
+    cfg: &Endpoint<'_>,
     node_id: &str,
 ) -> Result<(Client, watch::Receiver<LinkState>), String> {
     let (tx, rx) = watch::channel(LinkState::Connecting);
+    let role = cfg.role;
     let mut opts = ConnectOptions::new()
-        .name(format!("jetedge-{node_id}"))
+        .name(format!("jetedge-{node_id}-{role}"))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
@@ -45,24 +46,24 @@ pub async fn connect(
         })
         .event_callback(move |event| {
             let tx = tx.clone();
-            async move { on_event(&tx, event) }
+            async move { on_event(role, &tx, event) }
         });
-    if let Some(t) = &cfg.token {
+    if let Some(t) = cfg.token {
         opts = opts.token(t.resolve()?.expose().to_string());
     }
-    if let (Some(user), Some(pass)) = (&cfg.user, &cfg.password) {
-        opts = opts.user_and_password(user.clone(), pass.resolve()?.expose().to_string());
+    if let (Some(user), Some(pass)) = (cfg.user, cfg.password) {
+        opts = opts.user_and_password(user.to_string(), pass.resolve()?.expose().to_string());
     }
-    if let Some(seed) = &cfg.nkey {
+    if let Some(seed) = cfg.nkey {
         opts = opts.nkey(seed.resolve()?.expose().to_string());
     }
-    if let Some(path) = &cfg.creds {
+    if let Some(path) = cfg.creds {
         opts = opts
             .credentials_file(path)
             .await
-            .map_err(|e| format!("upstream.creds {}: {e}", path.display()))?;
+            .map_err(|e| format!("{role}.creds {}: {e}", path.display()))?;
     }
-    if let Some(tls) = &cfg.tls {
+    if let Some(tls) = cfg.tls {
         opts = opts.require_tls(true);
         if let Some(ca) = &tls.ca {
             opts = opts.add_root_certificates(ca.clone());
@@ -74,29 +75,32 @@ pub async fn connect(
     let servers: Vec<ServerAddr> = cfg
         .servers
         .iter()
-        .map(|s| s.parse().map_err(|e| format!("upstream server {s:?}: {e}")))
+        .map(|s| s.parse().map_err(|e| format!("{role} server {s:?}: {e}")))
         .collect::<Result<_, _>>()?;
     let client = opts
         .connect(servers)
         .await
-        .map_err(|e| format!("cannot set up the upstream client: {e}"))?;
+        .map_err(|e| format!("cannot set up the {role} NATS client: {e}"))?;
     Ok((client, rx))
 }
 
-fn on_event(tx: &watch::Sender<LinkState>, event: Event) {
+fn on_event(role: &str, tx: &watch::Sender<LinkState>, event: Event) {
     match event {
         Event::Connected => {
-            tracing::info!("upstream connected");
+            tracing::info!(link = role, "NATS connected");
             tx.send_replace(LinkState::Connected);
         }
         Event::Disconnected => {
-            tracing::warn!("upstream disconnected; events are buffered until it returns");
+            tracing::warn!(
+                link = role,
+                "NATS disconnected; reconnecting (upstream events are buffered meanwhile)"
+            );
             tx.send_replace(LinkState::Disconnected);
         }
-        Event::ServerError(e) => tracing::warn!(error = %e, "upstream server error"),
+        Event::ServerError(e) => tracing::warn!(link = role, error = %e, "NATS server error"),
         // Every failed reconnect attempt reports one; the forwarder already
         // warns about an unreachable upstream, once a minute.
-        Event::ClientError(e) => tracing::debug!(error = %e, "upstream client error"),
-        other => tracing::debug!(event = %other, "upstream event"),
+        Event::ClientError(e) => tracing::debug!(link = role, error = %e, "NATS client error"),
+        other => tracing::debug!(link = role, event = %other, "NATS event"),
     }
 }

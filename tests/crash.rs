@@ -8,79 +8,16 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::http::{blocking_get, Client};
+use support::http::Client;
 use support::nats::{assert_once_in_order, jetstream, read_stream, NatsServer};
-use support::{free_port, node_config, order_body, sign, TempDir};
+use support::node::Binary;
+use support::{node_config, order_body, sign, TempDir};
 
 const SOURCES: usize = 8;
 const PER_SOURCE: usize = 2500;
-
-/// The jetedge binary under test, run with `config`, logging to `log`.
-struct Binary {
-    config: std::path::PathBuf,
-    log: std::path::PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Binary {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jetedge"))
-            .args(["run", "-c"])
-            .arg(&self.config)
-            .env("JETEDGE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting jetedge");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while blocking_get(self.port, "/readyz").is_none_or(|(s, _)| s != 200) {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || std::time::Instant::now() >= deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: String = log
-                    .lines()
-                    .rev()
-                    .take(30)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                panic!("jetedge did not become ready (exit: {exited:?}); its log ends:\n{tail}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        let mut c = self.child.take().expect("running");
-        c.kill().unwrap(); // SIGKILL: no shutdown path runs
-        c.wait().unwrap();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Posts order `n` of `source` until the node answers that it holds it.
 async fn post_until_stored(client: &Client, source: &str, n: usize, retries: &AtomicUsize) {
@@ -109,20 +46,10 @@ async fn post_until_stored(client: &Client, source: &str, n: usize, retries: &At
 async fn kill_9_mid_stream_loses_and_doubles_nothing() {
     let nats = NatsServer::start();
     let dir = TempDir::new("crash");
-    let port = free_port();
-    let text = node_config(&dir.path().join("data"), &[nats.url()]).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let config = dir.path().join("jetedge.toml");
-    std::fs::write(&config, text).unwrap();
-    let mut node = Binary {
-        config,
-        log: dir.path().join("jetedge.log"),
-        port,
-        child: None,
-    };
+    let text = node_config(&dir.path().join("data"), &[nats.url()]);
+    let mut node = Binary::configured(dir.path(), &text);
     node.start();
+    let port = node.port;
 
     let client = Client::new(([127, 0, 0, 1], port).into());
     let stored = Arc::new(AtomicUsize::new(0));

@@ -66,6 +66,8 @@ pub struct Config {
     pub ingress: IngressConfig,
     #[serde(default)]
     pub upstream: UpstreamConfig,
+    /// The site's own nats-server; absent: no local NATS at all.
+    pub local: Option<LocalConfig>,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
@@ -255,6 +257,94 @@ impl Default for UpstreamConfig {
             nkey: None,
             tls: None,
         }
+    }
+}
+
+/// `[local]`: the site's nats-server, where microapps and kiosks live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LocalConfig {
+    pub servers: Vec<String>,
+    /// Subject events are published on for ingest: `{prefix}.{source}[.…]`.
+    pub ingest_subject: String,
+    /// Queue group, so several jetedge processes on one site share the work.
+    pub queue: String,
+    /// Sources that may be published over local NATS (no signatures there:
+    /// the site server's own auth is the boundary). Empty: every source
+    /// with `verify = "none"`.
+    pub sources: Vec<String>,
+    pub token: Option<SecretRef>,
+    pub user: Option<String>,
+    pub password: Option<SecretRef>,
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<SecretRef>,
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            ingest_subject: "ingest.>".into(),
+            queue: "jetedge".into(),
+            sources: Vec::new(),
+            token: None,
+            user: None,
+            password: None,
+            creds: None,
+            nkey: None,
+            tls: None,
+        }
+    }
+}
+
+/// Where and how to connect to a NATS server: upstream or local.
+pub struct Endpoint<'a> {
+    /// "upstream" or "local", for logs and errors.
+    pub role: &'static str,
+    pub servers: &'a [String],
+    pub token: Option<&'a SecretRef>,
+    pub user: Option<&'a str>,
+    pub password: Option<&'a SecretRef>,
+    pub creds: Option<&'a Path>,
+    pub nkey: Option<&'a SecretRef>,
+    pub tls: Option<&'a UpstreamTls>,
+}
+
+impl UpstreamConfig {
+    pub fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            role: "upstream",
+            servers: &self.servers,
+            token: self.token.as_ref(),
+            user: self.user.as_deref(),
+            password: self.password.as_ref(),
+            creds: self.creds.as_deref(),
+            nkey: self.nkey.as_ref(),
+            tls: self.tls.as_ref(),
+        }
+    }
+}
+
+impl LocalConfig {
+    pub fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            role: "local",
+            servers: &self.servers,
+            token: self.token.as_ref(),
+            user: self.user.as_deref(),
+            password: self.password.as_ref(),
+            creds: self.creds.as_deref(),
+            nkey: self.nkey.as_ref(),
+            tls: self.tls.as_ref(),
+        }
+    }
+
+    /// The literal subject prefix of `ingest_subject` ("ingest" for "ingest.>").
+    pub fn ingest_prefix(&self) -> &str {
+        self.ingest_subject
+            .strip_suffix(".>")
+            .unwrap_or(&self.ingest_subject)
     }
 }
 

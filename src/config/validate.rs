@@ -23,6 +23,9 @@ impl Config {
             }
             validate_source(s, &at, &mut p);
         }
+        if let Some(l) = &self.local {
+            validate_local(l, &names, &mut p);
+        }
         for (i, r) in self.redactions.iter().enumerate() {
             for (j, name) in r.sources.iter().enumerate() {
                 if !names.contains(name.as_str()) {
@@ -234,5 +237,55 @@ impl Problems {
             path: path.into(),
             message: message.into(),
         });
+    }
+}
+
+fn validate_local(l: &super::LocalConfig, names: &HashSet<&str>, p: &mut Problems) {
+    if l.servers.is_empty() {
+        p.add(
+            "local.servers",
+            "name the site's server, such as \"nats://127.0.0.1:4222\"",
+        );
+    }
+    for (i, s) in l.servers.iter().enumerate() {
+        if s.parse::<async_nats::ServerAddr>().is_err() {
+            p.add(
+                format!("local.servers[{i}]"),
+                format!("{s:?} is not a NATS server address"),
+            );
+        }
+    }
+    let prefix = l.ingest_subject.strip_suffix(".>");
+    if !prefix.is_some_and(crate::envelope::is_subject_safe) {
+        p.add(
+            "local.ingest_subject",
+            "must be a literal prefix followed by \".>\", such as \"ingest.>\"",
+        );
+    }
+    if l.queue.is_empty() || !crate::envelope::is_subject_safe(&l.queue) {
+        p.add(
+            "local.queue",
+            "must be a queue group name: no spaces or wildcards",
+        );
+    }
+    for (i, name) in l.sources.iter().enumerate() {
+        if !names.contains(name.as_str()) {
+            p.add(
+                format!("local.sources[{i}]"),
+                format!("no [[source]] is named {name:?}"),
+            );
+        }
+    }
+    if l.user.is_some() != l.password.is_some() {
+        p.add("local.password", "user and password go together");
+    }
+    for (key, secret) in [
+        ("local.token", &l.token),
+        ("local.password", &l.password),
+        ("local.nkey", &l.nkey),
+    ] {
+        if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve()) {
+            p.add(key, e);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! status code and a JSON body. It knows nothing of signatures or storage
 //! beyond calling [`Ingest`].
 
+use super::answer::{self, answer_body, rejection_status};
 use super::{Answer, Ingest, Rejection};
 use crate::pipeline::{Invalid, Normalised};
 use crate::upstream::LinkState;
@@ -84,18 +85,6 @@ impl ApiError {
 impl From<Rejection> for ApiError {
     fn from(r: Rejection) -> Self {
         Self::Rejected(r)
-    }
-}
-
-/// The one mapping from a refused event to its status code.
-fn rejection_status(r: &Rejection) -> StatusCode {
-    match r {
-        Rejection::UnknownSource(_) => StatusCode::NOT_FOUND,
-        Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        Rejection::Stale(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
-        Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Rejection::QuotaFull | Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -312,24 +301,6 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-fn answer_body(a: &Answer) -> (StatusCode, Value) {
-    match a {
-        Answer::Accepted { id } => (
-            StatusCode::ACCEPTED,
-            json!({"id": id, "status": "accepted"}),
-        ),
-        Answer::Duplicate { id } => (StatusCode::OK, json!({"id": id, "status": "duplicate"})),
-        Answer::Filtered { id } => (
-            StatusCode::ACCEPTED,
-            json!({"id": id, "status": "filtered"}),
-        ),
-        Answer::Rejected(r) => (
-            rejection_status(r),
-            json!({"error": {"code": r.code(), "message": r.to_string()}}),
-        ),
-    }
-}
-
 fn single_answer(a: Answer) -> Response<Full<Bytes>> {
     let (status, body) = answer_body(&a);
     if let Answer::Rejected(r) = &a {
@@ -338,31 +309,10 @@ fn single_answer(a: Answer) -> Response<Full<Bytes>> {
     json_response(status, body)
 }
 
-/// A batch is answered 202 with one result per element, each the body a
-/// single post would have had plus its `http_status`. When every element
-/// failed the same way, that status is the batch's.
+/// A batch's response: its status and one result per element.
 fn batch_answer(answers: Vec<Answer>) -> Response<Full<Bytes>> {
-    let mut statuses = Vec::with_capacity(answers.len());
-    let results: Vec<Value> = answers
-        .iter()
-        .map(|a| {
-            let (status, mut body) = answer_body(a);
-            body["http_status"] = json!(status.as_u16());
-            statuses.push(status);
-            body
-        })
-        .collect();
-    let first = statuses[0];
-    let status = if first.is_client_error() || first.is_server_error() {
-        if statuses.iter().all(|s| *s == first) {
-            first
-        } else {
-            StatusCode::ACCEPTED
-        }
-    } else {
-        StatusCode::ACCEPTED
-    };
-    json_response(status, json!({ "results": results }))
+    let (status, body) = answer::batch(&answers);
+    json_response(status, body)
 }
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {

@@ -3,7 +3,9 @@
 //! happened to each event. `http` maps that onto routes and status codes;
 //! NATS ingest can reuse the same core.
 
+pub mod answer;
 pub mod http;
+pub mod local;
 pub mod verify;
 
 use crate::config::Config;
@@ -120,6 +122,10 @@ impl Ingest {
             metrics,
             max_event: AtomicU64::new(1 << 20),
         })
+    }
+
+    pub fn source_names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
     }
 
     pub fn source(&self, name: &str) -> Result<&Source, Rejection> {

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod nats;
+pub mod node;
 
 use jetedge::config::Config;
 use std::path::{Path, PathBuf};

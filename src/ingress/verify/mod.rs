@@ -47,6 +47,10 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
     /// Builds a verifier from a source's config and its resolved secrets.
     pub fn new(source: &SourceConfig, secrets: &[Secret]) -> Result<Self, String> {
         let keys = secrets

@@ -1,0 +1,158 @@
+//! NATS ingest on the site's own server: request/reply answers like HTTP,
+//! only once the event is durable; fire-and-forget publishes are kept too.
+
+mod support;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::nats::{assert_exactly_once, jetstream, read_stream, NatsServer};
+use support::node::Binary;
+use support::{node_config, TempDir};
+
+fn local_section(site: &NatsServer) -> String {
+    format!("\n[local]\nservers = [{:?}]\n", site.url())
+}
+
+async fn ask(site: &async_nats::Client, subject: &str, body: Value) -> Value {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        site.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .expect("no reply in time")
+    .expect("request failed");
+    serde_json::from_slice(&reply.payload).unwrap()
+}
+
+fn scan(kiosk: usize, n: usize) -> Value {
+    json!({"specversion": "1.0", "id": format!("k{kiosk}-{n}"), "source": format!("/kiosk/{kiosk}"),
+           "type": "kiosk.scan", "data": {"data": {"source": format!("k{kiosk}"), "n": n}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_come_after_the_event_is_durable_and_match_http_answers() {
+    let mut upstream = NatsServer::start();
+    upstream.stop(); // down: everything stays in the outbox while we kill the node
+    let site = NatsServer::start();
+    let dir = TempDir::new("local-ingest");
+    let text = node_config(&dir.path().join("data"), &[upstream.url()]) + &local_section(&site);
+    let mut node = Binary::configured(dir.path(), &text);
+    node.start();
+    let client = async_nats::connect(site.url()).await.unwrap();
+    // The node subscribes once its local link is up.
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            client.request("ingest.events.ping", "{\"type\":\"ping\"}".into()),
+        )
+        .await
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // "no responders" comes back at once
+    }
+    assert!(ready, "no local ingest reply");
+
+    // 4 kiosks x 100 events, requested concurrently; then kill -9 at once.
+    let mut tasks = Vec::new();
+    for kiosk in 0..4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..100 {
+                let r = ask(
+                    &client,
+                    &format!("ingest.events.kiosk{kiosk}"),
+                    scan(kiosk, n),
+                )
+                .await;
+                assert_eq!(r["status"], "accepted", "{r}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::task::block_in_place(|| node.kill9());
+
+    // Every replied event is forwarded after the restart.
+    upstream.restart();
+    tokio::task::block_in_place(|| node.start());
+    let js = jetstream(&[upstream.url()]).await;
+    let msgs = read_stream(&js, "EDGE", 401, Duration::from_secs(30)).await;
+    let scans: Vec<_> = msgs
+        .into_iter()
+        .filter(|m| m.subject == "events.events.kiosk.scan")
+        .collect();
+    assert_exactly_once(&scans, 4, 100);
+
+    // Answers as HTTP gives them.
+    let again = ask(&client, "ingest.events.kiosk0", scan(0, 5)).await;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    let unknown = ask(&client, "ingest.nosuch.x", scan(0, 1)).await;
+    assert_eq!(unknown["error"]["code"], "unknown_source", "{unknown}");
+    let signed_only = ask(&client, "ingest.shop", json!({"type": "order.created"})).await;
+    assert_eq!(
+        signed_only["error"]["code"], "unknown_source",
+        "a signed source is not open over NATS: {signed_only}"
+    );
+    let bad = ask(&client, "ingest.events", json!({"type": "bad type"})).await;
+    assert_eq!(bad["error"]["code"], "invalid_type", "{bad}");
+    let batch = ask(
+        &client,
+        "ingest.events",
+        json!([scan(9, 0), {"specversion": "1.0"}]),
+    )
+    .await;
+    let statuses: Vec<_> = batch["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["http_status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [202, 400]);
+
+    // Fire-and-forget: no reply subject, still forwarded.
+    let mut sub = js.get_stream("EDGE").await.unwrap();
+    let before = sub.info().await.unwrap().state.messages;
+    client
+        .publish(
+            "ingest.events",
+            json!({"type": "kiosk.heartbeat", "at": 1})
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    assert!(
+        support::eventually(Duration::from_secs(10), async || sub
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+            == before + 1)
+        .await,
+        "the fire-and-forget event was not forwarded"
+    );
+    let mut consumer_msgs = js
+        .get_stream("EDGE")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "events.events.kiosk.heartbeat".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let hb = consumer_msgs.next().await.unwrap().unwrap();
+    let ev: Value = serde_json::from_slice(&hb.payload).unwrap();
+    assert_eq!(ev["source"], "/jetedge/test-node/events");
+    assert_eq!(ev["data"]["at"], 1);
+}

@@ -1,0 +1,88 @@
+//! The real jetedge binary, run as an operator would: a config file, a log
+//! file, readiness polled on `/readyz`, and `kill -9` for crash tests.
+
+use super::http::blocking_get;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The jetedge binary under test, run with `config`, logging to `log`.
+pub struct Binary {
+    config: PathBuf,
+    log: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Binary {
+    /// A node whose config is `text` with its ingress on a free loopback
+    /// port; config and log files go in `dir`. Not started yet.
+    pub fn configured(dir: &Path, text: &str) -> Self {
+        let port = super::free_port();
+        let text = text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let config = dir.join("jetedge.toml");
+        std::fs::write(&config, text).unwrap();
+        Self {
+            config,
+            log: dir.join("jetedge.log"),
+            port,
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jetedge"))
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("JETEDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting jetedge");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while blocking_get(self.port, "/readyz").is_none_or(|(s, _)| s != 200) {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!("jetedge did not become ready (exit: {exited:?}); its log ends:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        c.kill().unwrap(); // SIGKILL: no shutdown path runs
+        c.wait().unwrap();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
