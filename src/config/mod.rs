@@ -311,35 +311,29 @@ pub struct Endpoint<'a> {
     pub tls: Option<&'a UpstreamTls>,
 }
 
-impl UpstreamConfig {
-    pub fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint {
-            role: "upstream",
-            servers: &self.servers,
-            token: self.token.as_ref(),
-            user: self.user.as_deref(),
-            password: self.password.as_ref(),
-            creds: self.creds.as_deref(),
-            nkey: self.nkey.as_ref(),
-            tls: self.tls.as_ref(),
+/// `[upstream]` and `[local]` connect the same way.
+macro_rules! endpoint_of {
+    ($section:ty, $role:literal) => {
+        impl $section {
+            pub fn endpoint(&self) -> Endpoint<'_> {
+                Endpoint {
+                    role: $role,
+                    servers: &self.servers,
+                    token: self.token.as_ref(),
+                    user: self.user.as_deref(),
+                    password: self.password.as_ref(),
+                    creds: self.creds.as_deref(),
+                    nkey: self.nkey.as_ref(),
+                    tls: self.tls.as_ref(),
+                }
+            }
         }
-    }
+    };
 }
+endpoint_of!(UpstreamConfig, "upstream");
+endpoint_of!(LocalConfig, "local");
 
 impl LocalConfig {
-    pub fn endpoint(&self) -> Endpoint<'_> {
-        Endpoint {
-            role: "local",
-            servers: &self.servers,
-            token: self.token.as_ref(),
-            user: self.user.as_deref(),
-            password: self.password.as_ref(),
-            creds: self.creds.as_deref(),
-            nkey: self.nkey.as_ref(),
-            tls: self.tls.as_ref(),
-        }
-    }
-
     /// The literal subject prefix of `ingest_subject` ("ingest" for "ingest.>").
     pub fn ingest_prefix(&self) -> &str {
         self.ingest_subject

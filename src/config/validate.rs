@@ -82,20 +82,7 @@ impl Config {
 
     fn validate_upstream(&self, p: &mut Problems) {
         let u = &self.upstream;
-        if u.servers.is_empty() {
-            p.add(
-                "upstream.servers",
-                "name at least one server, such as \"nats://127.0.0.1:4222\"",
-            );
-        }
-        for (i, s) in u.servers.iter().enumerate() {
-            if s.parse::<async_nats::ServerAddr>().is_err() {
-                p.add(
-                    format!("upstream.servers[{i}]"),
-                    format!("{s:?} is not a NATS server address"),
-                );
-            }
-        }
+        validate_endpoint(&u.endpoint(), p);
         if u.stream.is_empty()
             || !u
                 .stream
@@ -127,23 +114,6 @@ impl Config {
         }
         if u.ack_timeout.0.is_zero() {
             p.add("upstream.ack_timeout", "must be longer than zero");
-        }
-        if u.user.is_some() != u.password.is_some() {
-            p.add("upstream.password", "user and password go together");
-        }
-        for (key, secret) in [
-            ("upstream.token", &u.token),
-            ("upstream.password", &u.password),
-            ("upstream.nkey", &u.nkey),
-        ] {
-            if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve()) {
-                p.add(key, e);
-            }
-        }
-        if let Some(tls) = &u.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                p.add("upstream.tls", "cert and key go together");
-            }
         }
     }
 }
@@ -240,21 +210,45 @@ impl Problems {
     }
 }
 
-fn validate_local(l: &super::LocalConfig, names: &HashSet<&str>, p: &mut Problems) {
-    if l.servers.is_empty() {
+/// Servers, credentials that go together, and secrets that must resolve,
+/// for `[upstream]` and `[local]` alike.
+fn validate_endpoint(e: &super::Endpoint<'_>, p: &mut Problems) {
+    let role = e.role;
+    if e.servers.is_empty() {
         p.add(
-            "local.servers",
-            "name the site's server, such as \"nats://127.0.0.1:4222\"",
+            format!("{role}.servers"),
+            "name at least one server, such as \"nats://127.0.0.1:4222\"",
         );
     }
-    for (i, s) in l.servers.iter().enumerate() {
+    for (i, s) in e.servers.iter().enumerate() {
         if s.parse::<async_nats::ServerAddr>().is_err() {
             p.add(
-                format!("local.servers[{i}]"),
+                format!("{role}.servers[{i}]"),
                 format!("{s:?} is not a NATS server address"),
             );
         }
     }
+    if e.user.is_some() != e.password.is_some() {
+        p.add(format!("{role}.password"), "user and password go together");
+    }
+    for (key, secret) in [
+        ("token", e.token),
+        ("password", e.password),
+        ("nkey", e.nkey),
+    ] {
+        if let Some(Err(err)) = secret.map(|s| s.resolve()) {
+            p.add(format!("{role}.{key}"), err);
+        }
+    }
+    if let Some(tls) = e.tls {
+        if tls.cert.is_some() != tls.key.is_some() {
+            p.add(format!("{role}.tls"), "cert and key go together");
+        }
+    }
+}
+
+fn validate_local(l: &super::LocalConfig, names: &HashSet<&str>, p: &mut Problems) {
+    validate_endpoint(&l.endpoint(), p);
     let prefix = l.ingest_subject.strip_suffix(".>");
     if !prefix.is_some_and(crate::envelope::is_subject_safe) {
         p.add(
@@ -274,18 +268,6 @@ fn validate_local(l: &super::LocalConfig, names: &HashSet<&str>, p: &mut Problem
                 format!("local.sources[{i}]"),
                 format!("no [[source]] is named {name:?}"),
             );
-        }
-    }
-    if l.user.is_some() != l.password.is_some() {
-        p.add("local.password", "user and password go together");
-    }
-    for (key, secret) in [
-        ("local.token", &l.token),
-        ("local.password", &l.password),
-        ("local.nkey", &l.nkey),
-    ] {
-        if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve()) {
-            p.add(key, e);
         }
     }
 }
