@@ -25,28 +25,24 @@ struct Cli {
     command: Command,
 }
 
+/// The config file every command reads.
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    #[arg(
+        short,
+        long,
+        env = "JETEDGE_CONFIG",
+        default_value = "conf/jetedge.toml"
+    )]
+    pub config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the node until SIGTERM or Ctrl-C.
-    Run {
-        #[arg(
-            short,
-            long,
-            env = "JETEDGE_CONFIG",
-            default_value = "conf/jetedge.toml"
-        )]
-        config: PathBuf,
-    },
+    Run(ConfigArg),
     /// Validate a config file; print every problem with its key path; exit 2 if invalid.
-    Check {
-        #[arg(
-            short,
-            long,
-            env = "JETEDGE_CONFIG",
-            default_value = "conf/jetedge.toml"
-        )]
-        config: PathBuf,
-    },
+    Check(ConfigArg),
     /// Post a test event to a running node, signed the way the source expects.
     Send(send::SendArgs),
 }
@@ -62,12 +58,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Check { config } => check(&config),
-        Command::Run { config } => match load(&config) {
+        Command::Check(a) => check(&a.config),
+        Command::Run(a) => match load(&a.config) {
             Some(cfg) => report(run(cfg)),
             None => ExitCode::from(2),
         },
-        Command::Send(args) => match load(&args.config) {
+        Command::Send(args) => match load(&args.file.config) {
             Some(cfg) => report(send::send(&cfg, &args)),
             None => ExitCode::from(2),
         },

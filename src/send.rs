@@ -11,13 +11,8 @@ use time::OffsetDateTime;
 
 #[derive(clap::Args)]
 pub struct SendArgs {
-    #[arg(
-        short,
-        long,
-        env = "JETEDGE_CONFIG",
-        default_value = "conf/jetedge.toml"
-    )]
-    pub config: std::path::PathBuf,
+    #[command(flatten)]
+    pub file: crate::ConfigArg,
     /// The source to post as (a `[[source]]` name).
     #[arg(short, long)]
     pub source: String,

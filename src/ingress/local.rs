@@ -91,10 +91,9 @@ fn allowed_sources(cfg: &LocalConfig, ingest: &Ingest) -> HashSet<String> {
 /// One message's events, waiting for their answers.
 struct Pending {
     reply: Option<async_nats::Subject>,
-    /// Events of this message; `None` when the message was refused whole.
-    count: Option<usize>,
-    batch: bool,
-    refused: Option<Rejection>,
+    /// How many events the message held and whether it was a batch, or
+    /// why it was refused whole.
+    shape: Result<(usize, bool), Rejection>,
 }
 
 async fn handle_burst(
@@ -108,26 +107,20 @@ async fn handle_burst(
     let mut pending = Vec::with_capacity(burst.len());
     let mut by_source: HashMap<String, (Vec<usize>, Shaped)> = HashMap::new();
     for (i, msg) in burst.into_iter().enumerate() {
-        let mut p = Pending {
-            reply: msg.reply.clone(),
-            count: None,
-            batch: false,
-            refused: None,
-        };
-        match shape(ingest, prefix, allowed, &msg, now) {
-            Ok(parsed) => {
-                p.count = Some(parsed.events.len());
-                p.batch = parsed.batch;
-                let entry = by_source.entry(parsed.source).or_default();
-                entry.0.push(i);
-                entry.1.extend(parsed.events);
-            }
-            Err(r) => {
-                ingest.metrics.reject(r.code());
-                p.refused = Some(r);
-            }
+        let shaped = shape(ingest, prefix, allowed, &msg, now).map(|parsed| {
+            let counts = (parsed.events.len(), parsed.batch);
+            let entry = by_source.entry(parsed.source).or_default();
+            entry.0.push(i);
+            entry.1.extend(parsed.events);
+            counts
+        });
+        if let Err(r) = &shaped {
+            ingest.metrics.reject(r.code());
         }
-        pending.push(p);
+        pending.push(Pending {
+            reply: msg.reply.clone(),
+            shape: shaped,
+        });
     }
     // Sources persist concurrently; within one, in arrival order.
     let persisted = futures::future::join_all(by_source.into_iter().map(
@@ -137,16 +130,16 @@ async fn handle_burst(
     let mut answers: Vec<Vec<Answer>> = vec![Vec::new(); pending.len()];
     for (owners, mut results) in persisted {
         for i in owners {
-            let n = pending[i].count.unwrap_or(0);
+            let n = pending[i].shape.as_ref().map_or(0, |(n, _)| *n);
             answers[i] = results.drain(..n).collect();
         }
     }
     for (p, answers) in pending.into_iter().zip(answers) {
         let Some(reply) = p.reply else { continue };
-        let body = match (&p.refused, p.batch) {
-            (Some(r), _) => answer_body(&Answer::Rejected(r.clone())).1,
-            (None, true) => batch(&answers).1,
-            (None, false) => answers
+        let body = match p.shape {
+            Err(r) => answer_body(&Answer::Rejected(r)).1,
+            Ok((_, true)) => batch(&answers).1,
+            Ok((_, false)) => answers
                 .first()
                 .map(|a| answer_body(a).1)
                 .unwrap_or(Value::Null),

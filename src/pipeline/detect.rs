@@ -23,29 +23,25 @@ pub enum Detector {
     Pattern(Regex),
 }
 
-/// Names accepted in `detectors = [...]`.
-pub const NAMES: [&str; 7] = [
-    "email",
-    "payment_card",
-    "phone",
-    "ipv4",
-    "ipv6",
-    "iban",
-    "us_ssn",
+/// The built-in detectors, in the order `detectors = [...]` lists them.
+const BUILTIN: [Detector; 7] = [
+    Detector::Email,
+    Detector::PaymentCard,
+    Detector::Phone,
+    Detector::Ipv4,
+    Detector::Ipv6,
+    Detector::Iban,
+    Detector::UsSsn,
 ];
 
 impl Detector {
     pub fn by_name(name: &str) -> Option<Detector> {
-        Some(match name {
-            "email" => Self::Email,
-            "payment_card" => Self::PaymentCard,
-            "phone" => Self::Phone,
-            "ipv4" => Self::Ipv4,
-            "ipv6" => Self::Ipv6,
-            "iban" => Self::Iban,
-            "us_ssn" => Self::UsSsn,
-            _ => return None,
-        })
+        BUILTIN.iter().find(|d| d.name() == name).cloned()
+    }
+
+    /// The names accepted in `detectors = [...]`.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        BUILTIN.iter().map(Detector::name)
     }
 
     pub fn name(&self) -> &'static str {

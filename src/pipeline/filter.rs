@@ -511,10 +511,6 @@ impl Router {
             RouteAction::Forward => Decision::Forward(None),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.default == RouteAction::Forward
-    }
 }
 
 /// A subject such as `"{prefix}.{source}.{type}"` or `"audit.{type}"`.

@@ -458,7 +458,7 @@ fn compile_rule(
                 format!("{at}.detectors[{i}]"),
                 format!(
                     "unknown detector {name:?}; expected one of {}",
-                    super::detect::NAMES.join(", ")
+                    Detector::names().collect::<Vec<_>>().join(", ")
                 ),
             ),
         }
