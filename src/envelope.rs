@@ -72,6 +72,32 @@ pub struct UnsafeType;
 
 /// True when `s` is a literal NATS subject: non-empty dot-separated tokens,
 /// with no whitespace or control characters and no wildcards.
+/// A subscription filter: tokens, `*` for one token, `>` for the rest.
+pub fn is_subject_filter(s: &str) -> bool {
+    let tokens: Vec<&str> = s.split('.').collect();
+    let last = tokens.len() - 1;
+    !s.is_empty()
+        && tokens
+            .iter()
+            .enumerate()
+            .all(|(i, t)| *t == "*" || (*t == ">" && i == last) || is_subject_safe(t))
+}
+
+/// Whether `subject` (literal) matches `filter` (NATS wildcards).
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 pub fn is_subject_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256

@@ -6,7 +6,9 @@
 //! them in the order that loses nothing: stop accepting, finish requests,
 //! settle in-flight publishes, flush the store.
 
+pub mod admin;
 pub mod config;
+pub mod egress;
 pub mod envelope;
 pub mod forward;
 pub mod ingress;
@@ -44,17 +46,22 @@ pub struct Node;
 /// A running node.
 pub struct NodeHandle {
     pub ingress_addr: SocketAddr,
+    /// The admin listener's address, when `[admin] listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<metrics::Metrics>,
+    pub egress: Arc<egress::Egress>,
     store: store::Store,
     link: watch::Receiver<upstream::LinkState>,
     client: async_nats::Client,
-    pause: watch::Sender<bool>,
+    pause: Arc<watch::Sender<bool>>,
     stop_ingress: CancellationToken,
     stop_forwarder: CancellationToken,
     ingress: JoinHandle<()>,
     /// NATS ingest on the site's server, when `[local]` is set.
     local: Option<(async_nats::Client, JoinHandle<()>)>,
+    admin: Option<JoinHandle<()>>,
     forwarder: JoinHandle<()>,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Node {
@@ -113,27 +120,59 @@ impl Node {
             },
             link: link.clone(),
         });
-        let local = match &cfg.local {
+        let site = match &cfg.local {
             Some(l) => {
-                let (client, _) = upstream::connect(&l.endpoint(), &cfg.node.id)
+                let (client, link) = upstream::connect(&l.endpoint(), &cfg.node.id)
                     .await
                     .map_err(StartError::Setup)?;
+                Some(egress::Site { client, link })
+            }
+            None => None,
+        };
+        let local = match (&cfg.local, &site) {
+            (Some(l), Some(site)) => {
                 let task = ingress::local::serve(
-                    client.clone(),
+                    site.client.clone(),
                     l.clone(),
                     ingest.clone(),
                     stop_ingress.clone(),
                 );
-                Some((client, tokio::spawn(task)))
+                Some((site.client.clone(), tokio::spawn(task)))
             }
-            None => None,
+            _ => None,
         };
+        let upstream_side = egress::Upstream {
+            client: client.clone(),
+            link: link.clone(),
+            stream: cfg.upstream.stream.clone(),
+        };
+        let egress = egress::Egress::start(&cfg, store.clone(), upstream_side, site.clone())
+            .map(Arc::new)
+            .map_err(StartError::Setup)?;
+        let pause = Arc::new(pause);
+        let (admin, admin_addr) = start_admin(
+            &cfg,
+            admin::Admin {
+                node: cfg.node.id.clone(),
+                token: None,
+                metrics: metrics.clone(),
+                store: store.clone(),
+                upstream: link.clone(),
+                local: site.as_ref().map(|s| s.link.clone()),
+                pause: pause.clone(),
+                egress: egress.clone(),
+            },
+            stop_ingress.clone(),
+        )
+        .await?;
         let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
         tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, upstream = ?cfg.upstream.servers,
             data_dir = %cfg.node.data_dir.display(), "jetedge started");
         Ok(NodeHandle {
             ingress_addr,
+            admin_addr,
             metrics,
+            egress,
             store,
             link,
             client,
@@ -142,9 +181,34 @@ impl Node {
             stop_forwarder,
             ingress,
             local,
+            admin,
             forwarder,
+            shutdown_timeout: cfg.node.shutdown_timeout.0,
         })
     }
+}
+
+/// Binds and serves the admin listener, when one is configured.
+async fn start_admin(
+    cfg: &Config,
+    mut state: admin::Admin,
+    stop: CancellationToken,
+) -> Result<(Option<JoinHandle<()>>, Option<SocketAddr>), StartError> {
+    let listen = &cfg.admin.listen;
+    if listen.is_empty() {
+        return Ok((None, None));
+    }
+    if let Some(t) = &cfg.admin.token {
+        state.token = Some(t.resolve().map_err(StartError::Setup)?.expose().to_string());
+    }
+    let fail = |source| StartError::Listen {
+        addr: listen.clone(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(fail)?;
+    let addr = listener.local_addr().map_err(fail)?;
+    let task = tokio::spawn(admin::serve(listener, Arc::new(state), stop));
+    Ok((Some(task), Some(addr)))
 }
 
 /// Keeps ingest's size limit at upstream's `max_payload` once it is known,
@@ -189,8 +253,19 @@ impl NodeHandle {
         tracing::info!("stopping: no new connections; finishing requests in flight");
         self.stop_ingress.cancel();
         let _ = self.ingress.await;
-        if let Some((client, task)) = self.local {
+        if let Some(task) = self.admin {
             let _ = task.await;
+        }
+        let local_client = match self.local {
+            Some((client, task)) => {
+                let _ = task.await;
+                Some(client)
+            }
+            None => None,
+        };
+        tracing::info!("stopping: handing unsettled deliveries back to upstream");
+        self.egress.shutdown(self.shutdown_timeout).await;
+        if let Some(client) = local_client {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.drain()).await;
         }
         tracing::info!("stopping: settling in-flight publishes");

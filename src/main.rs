@@ -7,6 +7,7 @@ use jetedge::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod ctl;
 mod send;
 
 /// mimalloc: the data path allocates many short-lived buffers per event
@@ -32,7 +33,8 @@ pub struct ConfigArg {
         short,
         long,
         env = "JETEDGE_CONFIG",
-        default_value = "conf/jetedge.toml"
+        default_value = "conf/jetedge.toml",
+        global = true
     )]
     pub config: PathBuf,
 }
@@ -45,6 +47,10 @@ enum Command {
     Check(ConfigArg),
     /// Post a test event to a running node, signed the way the source expects.
     Send(send::SendArgs),
+    /// Show a running node's state: link, backlog, subscriptions, breakers.
+    Status(ctl::AdminArgs),
+    /// Inspect, replay or purge a running node's dead-letter queue.
+    Dlq(ctl::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,14 @@ fn main() -> ExitCode {
         },
         Command::Send(args) => match load(&args.file.config) {
             Some(cfg) => report(send::send(&cfg, &args)),
+            None => ExitCode::from(2),
+        },
+        Command::Status(args) => match load(&args.file.config) {
+            Some(cfg) => report(ctl::status(&cfg, &args)),
+            None => ExitCode::from(2),
+        },
+        Command::Dlq(args) => match load(&args.common.file.config) {
+            Some(cfg) => report(ctl::dlq(&cfg, &args)),
             None => ExitCode::from(2),
         },
     }

@@ -2,6 +2,7 @@
 //! Prometheus text. Plain atomics: counting must never slow the data path
 //! or take a lock.
 
+use crate::egress::SubscriptionStatus;
 use crate::pipeline::redact::COUNTED;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +74,10 @@ impl Metrics {
             .map_or(0, |i| self.redacted[i].load(Ordering::Relaxed))
     }
 
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -138,6 +143,65 @@ impl Metrics {
         let _ = writeln!(out, "# HELP jetedge_upstream_connected 1 while the upstream link is up.\n# TYPE jetedge_upstream_connected gauge\njetedge_upstream_connected {}", u8::from(upstream_connected));
         out
     }
+}
+
+/// A counter family of subscriptions: name, help, and how to read it.
+type Family = (&'static str, &'static str, fn(&SubscriptionStatus) -> u64);
+
+/// Prometheus text for the subscriptions and the dead-letter queue.
+pub fn render_egress(subs: &[SubscriptionStatus], dead_letters: usize) -> String {
+    let mut out = String::new();
+    let families: [Family; 5] = [
+        (
+            "jetedge_egress_delivered",
+            "Events every target of a subscription took.",
+            |s| s.delivered,
+        ),
+        (
+            "jetedge_egress_failed_attempts",
+            "Deliveries to a target that failed (and were retried or dead-lettered).",
+            |s| s.failed_attempts,
+        ),
+        (
+            "jetedge_egress_dead_lettered",
+            "Events moved to the dead-letter queue after their retries.",
+            |s| s.dead_lettered,
+        ),
+        (
+            "jetedge_egress_local_first",
+            "Events delivered locally before upstream saw them.",
+            |s| s.local_first_delivered,
+        ),
+        (
+            "jetedge_egress_skipped",
+            "Upstream copies of events already delivered locally.",
+            |s| s.skipped_as_delivered_locally,
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in subs {
+            let _ = writeln!(
+                out,
+                "{name}_total{{subscription=\"{}\"}} {}",
+                s.name,
+                value(s)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP jetedge_egress_circuit_open 1 while a target's circuit breaker holds deliveries back.\n# TYPE jetedge_egress_circuit_open gauge");
+    for s in subs {
+        for t in &s.targets {
+            let open = u8::from(t.breaker.state != "closed");
+            let _ = writeln!(
+                out,
+                "jetedge_egress_circuit_open{{subscription=\"{}\",target=\"{}\"}} {open}",
+                s.name, t.target
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP jetedge_dlq_entries Dead letters waiting for replay or purge.\n# TYPE jetedge_dlq_entries gauge\njetedge_dlq_entries {dead_letters}");
+    out
 }
 
 #[cfg(test)]

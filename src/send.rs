@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use jetedge::config::{Config, Scheme};
 use jetedge::ingress::verify::Verifier;
 use serde_json::{json, Value};
@@ -68,14 +68,9 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> anyhow::Result<()> {
         req = req.header(k, v);
     }
     let req = req.body(Full::new(Bytes::from(body)))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let resp = client
-        .request(req)
+    let (status, text) = crate::ctl::request(req)
         .await
         .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    let text = resp.into_body().collect().await?.to_bytes();
     println!("{} {}", status.as_u16(), String::from_utf8_lossy(&text));
     if !status.is_success() {
         bail!("the node refused the event ({status})");

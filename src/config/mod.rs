@@ -9,10 +9,12 @@
 
 mod env;
 mod secret;
+mod subscription;
 mod units;
 mod validate;
 
 pub use secret::{Secret, SecretRef};
+pub use subscription::Deliver;
 pub use units::{parse_size, ByteSize, HumanDuration};
 
 use serde::Deserialize;
@@ -76,6 +78,144 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(default, rename = "redact")]
     pub redactions: Vec<RedactConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default, rename = "subscription")]
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+/// `[admin]`: the operators' listener (metrics, status, DLQ).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Empty: no admin listener.
+    pub listen: String,
+    /// Bearer token every request must carry; without one the listener must
+    /// be on a loopback address.
+    pub token: Option<SecretRef>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+            token: None,
+        }
+    }
+}
+
+/// `[[subscription]]`: upstream subjects pushed out to the site's microapps.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionConfig {
+    pub name: String,
+    /// Upstream subject filters (NATS wildcards allowed).
+    pub subjects: Vec<String>,
+    /// Where a new consumer starts: "new", "all" or "since:<RFC 3339 time
+    /// or a duration back from now>". An existing consumer keeps its place.
+    #[serde(default = "default_deliver")]
+    pub deliver: String,
+    /// Deliver events ingested at this site to the targets at once, even
+    /// with upstream down, and skip them when they come back from upstream.
+    #[serde(default)]
+    pub local_first: bool,
+    /// How long a local-first event's id is remembered, to recognise its
+    /// copy from upstream; it must outlast the longest upstream outage.
+    #[serde(default = "default_local_first_ttl")]
+    pub local_first_ttl: HumanDuration,
+    /// Messages being delivered at once (1 keeps upstream order).
+    #[serde(default = "default_sub_in_flight")]
+    pub max_in_flight: usize,
+    /// Upstream redelivers a message not acked (or kept alive) for this long.
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait: HumanDuration,
+    /// Core NATS subject on the site's server.
+    pub to_subject: Option<String>,
+    /// A stream on the site's JetStream, for apps that need durability.
+    pub to_stream: Option<StreamTarget>,
+    /// A microapp's HTTP endpoint, signed per Standard Webhooks.
+    pub to_webhook: Option<WebhookTarget>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+fn default_deliver() -> String {
+    "new".into()
+}
+fn default_local_first_ttl() -> HumanDuration {
+    HumanDuration::secs(7 * 24 * 3600)
+}
+fn default_sub_in_flight() -> usize {
+    64
+}
+fn default_ack_wait() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamTarget {
+    /// Subject published on; a local stream must capture it.
+    pub subject: String,
+    /// When set, the publish is refused unless this stream takes it.
+    pub stream: Option<String>,
+    #[serde(default = "default_target_timeout")]
+    pub timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    /// Standard Webhooks secret (`whsec_` + base64).
+    pub secret: SecretRef,
+    #[serde(default = "default_target_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_target_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+/// Retries of one message: attempt n waits a random time up to
+/// `min(max, initial * multiplier^(n-1))` (full jitter), or what a
+/// `Retry-After` asks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    pub initial: HumanDuration,
+    pub max: HumanDuration,
+    pub multiplier: f64,
+    /// Attempts before the message goes to the dead-letter queue.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial: HumanDuration::millis(500),
+            max: HumanDuration::secs(60),
+            multiplier: 2.0,
+            max_attempts: 10,
+        }
+    }
+}
+
+/// A target failing `failures` times in a row is left alone for
+/// `cool_off`, then probed with one message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BreakerConfig {
+    pub failures: u32,
+    pub cool_off: HumanDuration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cool_off: HumanDuration::secs(30),
+        }
+    }
 }
 
 /// `[routing]`: what happens to an event no `[[route]]` matches.

@@ -14,6 +14,10 @@ impl HumanDuration {
     pub const fn secs(s: u64) -> Self {
         Self(Duration::from_secs(s))
     }
+
+    pub const fn millis(ms: u64) -> Self {
+        Self(Duration::from_millis(ms))
+    }
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {

@@ -12,6 +12,8 @@ impl Config {
         self.validate_node(&mut p);
         self.validate_ingress(&mut p);
         self.validate_upstream(&mut p);
+        self.validate_admin(&mut p);
+        self.validate_subscriptions(&mut p);
         let mut names = HashSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             let at = format!("source[{i}]");
@@ -199,10 +201,10 @@ pub fn is_name(s: &str) -> bool {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),

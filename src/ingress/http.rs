@@ -294,7 +294,7 @@ fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
     serde_json::from_slice(body).map_err(|e| Rejection::Invalid(Invalid::Json(e.to_string())))
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == name && !v.is_empty()).then(|| v.to_string())
@@ -315,11 +315,15 @@ fn batch_answer(answers: Vec<Answer>) -> Response<Full<Bytes>> {
     json_response(status, body)
 }
 
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
     json_response(status, json!({"error": {"code": code, "message": message}}))
 }
 
-fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -92,6 +92,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     /// Largest envelope upstream takes (its `max_payload`, once known).
     max_event: AtomicU64,
+    /// `local_first` subscriptions and their subject filters.
+    local_first: Vec<(String, Vec<String>)>,
 }
 
 impl Ingest {
@@ -121,6 +123,12 @@ impl Ingest {
             rules,
             metrics,
             max_event: AtomicU64::new(1 << 20),
+            local_first: cfg
+                .subscriptions
+                .iter()
+                .filter(|s| s.local_first)
+                .map(|s| (s.name.clone(), s.subjects.clone()))
+                .collect(),
         })
     }
 
@@ -162,7 +170,7 @@ impl Ingest {
                     continue;
                 }
             }
-            match ev.and_then(|n| to_new_event(source, n, max)) {
+            match ev.and_then(|n| to_new_event(source, n, max, &self.local_first)) {
                 Ok(new) => {
                     ids.push(new.id.clone());
                     batch.push(new);
@@ -224,7 +232,12 @@ impl Ingest {
     }
 }
 
-fn to_new_event(source: &str, n: Normalised, max: u64) -> Result<NewEvent, Rejection> {
+fn to_new_event(
+    source: &str,
+    n: Normalised,
+    max: u64,
+    local_first: &[(String, Vec<String>)],
+) -> Result<NewEvent, Rejection> {
     let e = n.envelope;
     let record = Record {
         payload: e.to_json(),
@@ -239,9 +252,19 @@ fn to_new_event(source: &str, n: Normalised, max: u64) -> Result<NewEvent, Rejec
     if size > max {
         return Err(Rejection::TooLarge { size, limit: max });
     }
+    let matches = |filters: &[String]| {
+        filters
+            .iter()
+            .any(|f| crate::envelope::subject_matches(f, &record.subject))
+    };
     Ok(NewEvent {
         key: e.idempotencykey.map(|k| (source.to_string(), k)),
         id: record.id.clone(),
+        local_first: local_first
+            .iter()
+            .filter(|(_, filters)| matches(filters))
+            .map(|(name, _)| name.clone())
+            .collect(),
         record: record.encode(),
     })
 }

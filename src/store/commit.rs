@@ -14,7 +14,9 @@ use super::idem::Generations;
 use super::record::encode_batch;
 use super::sync::Durability;
 use super::{Inner, NewEvent, Outcome, StoreError};
-use sled::transaction::{TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionResult, TransactionError, Transactional, TransactionalTree,
+};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -110,6 +112,7 @@ impl Committer {
                 Request::Stop { .. } => unreachable!("run() takes Stop out of the group"),
             }
         }
+        let marked = staged.marked;
         let written = staged
             .apply(&self.inner)
             .and_then(|n| self.durable().map(|()| n));
@@ -127,6 +130,9 @@ impl Committer {
                         .durable_seq
                         .fetch_max(last_seq, Ordering::Release);
                     self.inner.new_data.notify_one();
+                }
+                if marked {
+                    self.inner.local_first_gen.send_modify(|g| *g += 1);
                 }
                 for (reply, out) in outcomes {
                     let _ = reply.send(Ok(out));
@@ -176,6 +182,11 @@ impl Committer {
                 out.push(Outcome::QuotaFull);
                 continue;
             }
+            for sub in &ev.local_first {
+                let key = super::local_first::pending_key(sub, &ev.id);
+                staged.marks.insert(key, ev.record.as_slice());
+                staged.marked = true;
+            }
             if let Some(k) = idem_key {
                 let (tree, value) = self.idem.entry(&ev.id, now)?;
                 staged
@@ -207,6 +218,9 @@ struct Staged {
     records: Vec<Vec<u8>>,
     idem: Option<(sled::Tree, sled::Batch)>,
     keys: HashMap<Vec<u8>, String>,
+    /// Pending local-first marks of accepted events.
+    marks: sled::Batch,
+    marked: bool,
     bytes: u64,
 }
 
@@ -231,18 +245,31 @@ impl Staged {
             values.push((last_seq.to_be_bytes(), value));
         }
         let idem = self.idem.take();
-        let result = match &idem {
-            Some((tree, keys)) => (&inner.outbox, tree).transaction(|(outbox, idem)| {
-                for (seq, value) in &values {
-                    outbox.insert(seq, value.as_slice())?;
-                }
-                idem.apply_batch(keys)?;
+        let marks = std::mem::take(&mut self.marks);
+        let write = |outbox: &TransactionalTree| -> ConflictableTransactionResult<(), ()> {
+            for (seq, value) in &values {
+                outbox.insert(seq, value.as_slice())?;
+            }
+            Ok(())
+        };
+        let result = match (&idem, self.marked) {
+            (Some((tree, keys)), false) => (&inner.outbox, tree).transaction(|(o, i)| {
+                write(o)?;
+                i.apply_batch(keys)?;
                 Ok(())
             }),
-            None => inner.outbox.transaction(|outbox| {
-                for (seq, value) in &values {
-                    outbox.insert(seq, value.as_slice())?;
-                }
+            (Some((tree, keys)), true) => {
+                (&inner.outbox, tree, &inner.local_first).transaction(|(o, i, l)| {
+                    write(o)?;
+                    i.apply_batch(keys)?;
+                    l.apply_batch(&marks)?;
+                    Ok(())
+                })
+            }
+            (None, false) => inner.outbox.transaction(write),
+            (None, true) => (&inner.outbox, &inner.local_first).transaction(|(o, l)| {
+                write(o)?;
+                l.apply_batch(&marks)?;
                 Ok(())
             }),
         };

@@ -6,7 +6,10 @@
 //!   acceptance order;
 //! - `idem.{n}`: `{source}\0{key}` -> expiry and the first event id, for
 //!   dedupe, in generations that expire whole (`idem.rs`);
-//! - `corrupt`: outbox entries set aside because they cannot be forwarded.
+//! - `corrupt`: outbox entries set aside because they cannot be forwarded;
+//! - `dlq`: messages egress could not deliver (`dlq.rs`);
+//! - `local_first`: marks of events delivered locally before upstream saw
+//!   them (`local_first.rs`).
 //!
 //! Invariants: only this module touches sled; only the committer thread
 //! (`commit.rs`) inserts and calls `flush`; only the forwarder removes from
@@ -15,10 +18,13 @@
 //! when `node.fsync` is on).
 
 mod commit;
+mod dlq;
 mod idem;
+mod local_first;
 mod record;
 mod sync;
 
+pub use dlq::{Letter, LetterMeta};
 pub use record::Record;
 
 use crate::config::NodeConfig;
@@ -47,6 +53,9 @@ pub struct NewEvent {
     pub key: Option<(String, String)>,
     pub id: String,
     pub record: Vec<u8>,
+    /// `local_first` subscriptions that match it: each gets a pending mark
+    /// if (and only if) the event is accepted.
+    pub local_first: Vec<String>,
 }
 
 /// What became of one event handed to [`Store::persist`].
@@ -96,6 +105,10 @@ struct Inner {
     db: sled::Db,
     outbox: sled::Tree,
     corrupt: sled::Tree,
+    dlq: sled::Tree,
+    local_first: sled::Tree,
+    /// Bumped after a commit that wrote local-first marks.
+    local_first_gen: tokio::sync::watch::Sender<u64>,
     backlog_events: AtomicU64,
     backlog_bytes: AtomicU64,
     /// The last outbox key known to be on disk; readers see nothing past it.
@@ -124,6 +137,9 @@ impl Store {
         let inner = Arc::new(Inner {
             outbox: db.open_tree("outbox")?,
             corrupt: db.open_tree("corrupt")?,
+            dlq: db.open_tree("dlq")?,
+            local_first: db.open_tree("local_first")?,
+            local_first_gen: tokio::sync::watch::Sender::new(0),
             db,
             backlog_events: AtomicU64::new(0),
             backlog_bytes: AtomicU64::new(0),

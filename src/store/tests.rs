@@ -21,6 +21,7 @@ fn event(key: Option<&str>, id: &str, size: usize) -> NewEvent {
         key: key.map(|k| ("s".to_string(), k.to_string())),
         id: id.into(),
         record: record.encode(),
+        local_first: Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod nats;
 pub mod node;
+pub mod webhook;
 
 use jetedge::config::Config;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,9 @@ listen = "127.0.0.1:0"
 max_body = "64KiB"
 body_timeout = "2s"
 header_timeout = "2s"
+
+[admin]
+listen = "127.0.0.1:0"
 
 [upstream]
 servers = [{}]

@@ -11,24 +11,27 @@ pub struct Binary {
     config: PathBuf,
     log: PathBuf,
     pub port: u16,
+    pub admin_port: u16,
     child: Option<Child>,
 }
 
 impl Binary {
-    /// A node whose config is `text` with its ingress on a free loopback
-    /// port; config and log files go in `dir`. Not started yet.
+    /// A node whose config is `text` with its ingress (the first
+    /// `listen`) and admin listener (the second) on free loopback ports;
+    /// config and log files go in `dir`. Not started yet.
     pub fn configured(dir: &Path, text: &str) -> Self {
-        let port = super::free_port();
-        let text = text.replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
+        let (port, admin_port) = (super::free_port(), super::free_port());
+        let any = "listen = \"127.0.0.1:0\"";
+        let text = text
+            .replacen(any, &format!("listen = \"127.0.0.1:{port}\""), 1)
+            .replacen(any, &format!("listen = \"127.0.0.1:{admin_port}\""), 1);
         let config = dir.join("jetedge.toml");
         std::fs::write(&config, text).unwrap();
         Self {
             config,
             log: dir.join("jetedge.log"),
             port,
+            admin_port,
             child: None,
         }
     }
@@ -69,6 +72,22 @@ impl Binary {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// SIGTERM, and waits for the graceful stop.
+    pub fn stop(&mut self) {
+        let mut c = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = c.wait().unwrap();
+        assert!(code.success(), "jetedge exited with {code} after SIGTERM");
     }
 
     pub fn kill9(&mut self) {

@@ -15,6 +15,8 @@ mod slack;
 mod standard;
 mod stripe;
 
+pub use standard::decode_secret as decode_standard_secret;
+
 use crate::config::{Encoding, Scheme, Secret, SourceConfig};
 use hmac::{Hmac, Mac};
 use hyper::HeaderMap;

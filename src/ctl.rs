@@ -1,0 +1,250 @@
+//! `jetedge status` and `jetedge dlq …`: clients of a running node's admin
+//! API (`[admin]` in the same config file, or `--admin URL`), so they work
+//! while the node holds its store open.
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use jetedge::config::Config;
+use serde_json::Value;
+
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub file: crate::ConfigArg,
+    /// The node's admin URL; `http://{admin.listen}` of the config when omitted.
+    #[arg(long, global = true)]
+    pub admin: Option<String>,
+    /// Print the API's JSON instead of a summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DlqArgs {
+    #[command(flatten)]
+    pub common: AdminArgs,
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+#[derive(clap::Subcommand)]
+pub enum DlqAction {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long)]
+        subscription: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one dead letter with its event.
+    Show { id: u64 },
+    /// Deliver dead letters to the targets they still owe, once.
+    Replay {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Delete dead letters.
+    Purge {
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+/// One letter by id, or all of them (of one subscription).
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct Which {
+    /// A dead letter's id (from `dlq list`).
+    id: Option<u64>,
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+    /// Every letter of this subscription.
+    #[arg(long)]
+    subscription: Option<String>,
+}
+
+impl Which {
+    /// The API path for this selection, with `suffix` ("/replay" or "").
+    fn path(&self, suffix: &str) -> String {
+        match (self.id, &self.subscription) {
+            (Some(id), _) => format!("/admin/dlq/{id}{suffix}"),
+            (None, Some(s)) => format!("/admin/dlq{suffix}?subscription={s}"),
+            (None, None) => format!("/admin/dlq{suffix}"),
+        }
+    }
+}
+
+#[tokio::main]
+pub async fn status(cfg: &Config, args: &AdminArgs) -> anyhow::Result<()> {
+    let v = call(cfg, args, Method::GET, "/admin/status").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "node {}  upstream {}  local {}  forwarding {}",
+        v["node"].as_str().unwrap_or("?"),
+        v["upstream"].as_str().unwrap_or("?"),
+        v["local"].as_str().unwrap_or("none"),
+        v["forwarding"].as_str().unwrap_or("?")
+    );
+    println!(
+        "backlog {} events ({} bytes)  accepted {}  forwarded {}  dead letters {}",
+        v["backlog"]["events"],
+        v["backlog"]["bytes"],
+        v["events"]["accepted"],
+        v["events"]["forwarded"],
+        v["dlq"]
+    );
+    for s in v["subscriptions"].as_array().into_iter().flatten() {
+        let targets: Vec<String> = s["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                format!(
+                    "{}={}",
+                    t["target"].as_str().unwrap_or("?"),
+                    t["breaker"]["state"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        println!(
+            "subscription {}  delivered {}  failed attempts {}  dead-lettered {}  targets {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["delivered"],
+            s["failed_attempts"],
+            s["dead_lettered"],
+            targets.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+pub async fn dlq(cfg: &Config, args: &DlqArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    let v = match &args.action {
+        DlqAction::List {
+            subscription,
+            limit,
+        } => {
+            let mut path = format!("/admin/dlq?limit={limit}");
+            if let Some(s) = subscription {
+                path.push_str(&format!("&subscription={s}"));
+            }
+            let v = call(cfg, common, Method::GET, &path).await?;
+            if !common.json {
+                print_list(&v);
+                return Ok(());
+            }
+            v
+        }
+        DlqAction::Show { id } => {
+            call(cfg, common, Method::GET, &format!("/admin/dlq/{id}")).await?
+        }
+        DlqAction::Replay { which } => {
+            let v = call(cfg, common, Method::POST, &which.path("/replay")).await?;
+            if !common.json {
+                print_replay(&v);
+                return Ok(());
+            }
+            v
+        }
+        DlqAction::Purge { which } => call(cfg, common, Method::DELETE, &which.path("")).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+fn print_list(v: &Value) {
+    let entries = v["entries"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    println!(
+        "{:>20}  {:<16} {:<8} {:<36} last error",
+        "id", "subscription", "attempts", "event id"
+    );
+    for e in entries {
+        println!(
+            "{:>20}  {:<16} {:<8} {:<36} {}",
+            e["id"],
+            e["subscription"].as_str().unwrap_or(""),
+            e["attempts"],
+            e["event_id"].as_str().unwrap_or(""),
+            e["last_error"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(next) = v["next_after"].as_u64() {
+        println!("(more after {next})");
+    }
+}
+
+fn print_replay(v: &Value) {
+    let results = match v.get("results") {
+        Some(r) => r.as_array().cloned().unwrap_or_default(),
+        None => vec![v.clone()],
+    };
+    for r in &results {
+        match r["status"].as_str() {
+            Some("delivered") => println!("{}: delivered", r["id"]),
+            _ => println!(
+                "{}: failed again: {}",
+                r["id"],
+                r["error"].as_str().unwrap_or("")
+            ),
+        }
+    }
+    let failed = results
+        .iter()
+        .filter(|r| r["status"] != "delivered")
+        .count();
+    println!("{} delivered, {failed} failed", results.len() - failed);
+}
+
+/// One admin API call; an error answer becomes an error with its message.
+async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> anyhow::Result<Value> {
+    let base = match &args.admin {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None if cfg.admin.listen.is_empty() => {
+            bail!("the config has no [admin] listen; pass --admin URL")
+        }
+        None => format!("http://{}", cfg.admin.listen),
+    };
+    let url = format!("{base}{path}");
+    let mut req = Request::builder().method(method).uri(&url);
+    if let Some(t) = &cfg.admin.token {
+        let token = t
+            .resolve()
+            .map_err(anyhow::Error::msg)
+            .context("admin.token")?;
+        req = req.header("authorization", format!("Bearer {}", token.expose()));
+    }
+    let (status, body) = request(req.body(Full::new(Bytes::new()))?)
+        .await
+        .with_context(|| format!("cannot reach the node's admin API at {base} (is it running?)"))?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().map_or_else(
+            || String::from_utf8_lossy(&body).into_owned(),
+            str::to_string,
+        );
+        bail!("{status}: {msg}");
+    }
+    Ok(v)
+}
+
+/// Sends one request and reads the whole answer.
+pub async fn request(req: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = client.request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}

@@ -1,0 +1,412 @@
+//! Events out: each `[[subscription]]` pulls its subjects from upstream
+//! JetStream (`consumer.rs`) and, when `local_first` is set, takes events
+//! ingested at this site straight from the store (`local_first.rs`); both
+//! hand each event to [`Subscription::deliver`], which gets it to every
+//! target (`target.rs`) with retries (`retry.rs`) behind a circuit breaker
+//! per target (`breaker.rs`), or gives up and leaves a dead letter.
+//!
+//! Invariant: an upstream message is acked only after every target took it
+//! or its dead letter is on disk; so egress is at-least-once per target,
+//! and targets dedupe by the event id they are given.
+
+mod breaker;
+mod consumer;
+mod local_first;
+mod retry;
+mod target;
+
+pub use breaker::BreakerStatus;
+pub use target::{nats_headers, Failure, Site};
+
+use crate::config::{Config, SubscriptionConfig};
+use crate::store::{Letter, LetterMeta, Record, Store, StoreError};
+use crate::upstream::LinkState;
+use breaker::Admit;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use target::Target;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Counters of one subscription.
+#[derive(Default)]
+struct Stats {
+    delivered: AtomicU64,
+    failed_attempts: AtomicU64,
+    dead_lettered: AtomicU64,
+    local_first: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// One subscription's shared parts.
+pub struct Subscription {
+    pub cfg: SubscriptionConfig,
+    /// The durable consumer's name upstream: `{node}-{subscription}`.
+    pub consumer: String,
+    targets: Vec<Target>,
+    store: Store,
+    stop: CancellationToken,
+    stats: Stats,
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every target took it.
+    Delivered,
+    /// Retries ran out; these are the dead letter's details.
+    Dead(LetterMeta),
+    /// The node is stopping; the message was not settled.
+    Stopped,
+}
+
+impl Subscription {
+    fn new(
+        cfg: &SubscriptionConfig,
+        node: &str,
+        targets: Vec<Target>,
+        store: Store,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            consumer: format!("{node}-{}", cfg.name),
+            targets,
+            store,
+            stop,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Delivers `r` to every target, retrying those that fail, until all
+    /// took it, `retry.max_attempts` ran out, or the node stops.
+    pub async fn deliver(&self, r: &Record) -> Outcome {
+        let mut owed: Vec<usize> = (0..self.targets.len()).collect();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut failed = Vec::new();
+            let mut last = None;
+            for i in owed {
+                let target = &self.targets[i];
+                if !self.admitted(target).await {
+                    return Outcome::Stopped;
+                }
+                match target.send(r).await {
+                    Ok(()) => target.breaker.success(),
+                    Err(f) => {
+                        self.failed(target, r, &f);
+                        failed.push(i);
+                        last = Some(f);
+                    }
+                }
+            }
+            let Some(last) = last else {
+                Stats::add(&self.stats.delivered);
+                return Outcome::Delivered;
+            };
+            owed = failed;
+            if attempts >= self.cfg.retry.max_attempts {
+                Stats::add(&self.stats.dead_lettered);
+                return Outcome::Dead(self.letter(&owed, attempts, &last.message));
+            }
+            let wait = retry::delay(&self.cfg.retry, attempts, last.retry_after);
+            if !self.pause(wait).await {
+                return Outcome::Stopped;
+            }
+        }
+    }
+
+    /// One attempt at the targets a dead letter still owes (a replay);
+    /// the letter comes back updated when some still fail.
+    pub async fn replay(&self, mut letter: Letter) -> Result<(), Letter> {
+        let mut failed = Vec::new();
+        for name in &letter.meta.targets {
+            let Some(target) = self.targets.iter().find(|t| t.name == name) else {
+                // The target was removed from the config: nothing to owe it.
+                continue;
+            };
+            match target.send(&letter.record).await {
+                Ok(()) => target.breaker.success(),
+                Err(f) => {
+                    self.failed(target, &letter.record, &f);
+                    letter.meta.last_error = format!("{}: {}", target.name, f.message);
+                    failed.push(name.clone());
+                }
+            }
+        }
+        if failed.is_empty() {
+            Stats::add(&self.stats.delivered);
+            return Ok(());
+        }
+        letter.meta.targets = failed;
+        letter.meta.attempts += 1;
+        Err(letter)
+    }
+
+    fn failed(&self, target: &Target, r: &Record, f: &Failure) {
+        Stats::add(&self.stats.failed_attempts);
+        if target.breaker.failure() {
+            tracing::warn!(subscription = %self.cfg.name, target = target.name, error = %f.message,
+                cool_off = ?self.cfg.breaker.cool_off.0, "target keeps failing; pausing it (circuit open)");
+        } else {
+            tracing::debug!(subscription = %self.cfg.name, target = target.name, id = %r.id, error = %f.message, "delivery failed; will retry");
+        }
+    }
+
+    fn letter(&self, owed: &[usize], attempts: u32, error: &str) -> LetterMeta {
+        LetterMeta {
+            subscription: self.cfg.name.clone(),
+            targets: owed
+                .iter()
+                .map(|i| self.targets[*i].name.to_string())
+                .collect(),
+            attempts,
+            last_error: error.to_string(),
+            dead_at: crate::envelope::format_time(time::OffsetDateTime::now_utc()),
+        }
+    }
+
+    /// Waits until `target`'s breaker lets a delivery through; `false` if
+    /// the node stops first.
+    async fn admitted(&self, target: &Target) -> bool {
+        loop {
+            match target.breaker.admit() {
+                Admit::Go => return true,
+                Admit::Wait(d) => {
+                    if !self.pause(d).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps for `d`; `false` if the node stops first.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stop.cancelled() => false,
+        }
+    }
+
+    /// Settles a failed delivery: the dead letter, durably.
+    async fn bury(&self, meta: LetterMeta, r: Record) -> Result<(), StoreError> {
+        let id = r.id.clone();
+        let seq = self.store.dead_letter(meta, r).await?;
+        tracing::warn!(subscription = %self.cfg.name, %id, dead_letter = seq, "delivery gave up; moved to the dead-letter queue");
+        Ok(())
+    }
+
+    pub fn status(&self) -> SubscriptionStatus {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SubscriptionStatus {
+            name: self.cfg.name.clone(),
+            consumer: self.consumer.clone(),
+            subjects: self.cfg.subjects.clone(),
+            local_first: self.cfg.local_first,
+            delivered: load(&self.stats.delivered),
+            failed_attempts: load(&self.stats.failed_attempts),
+            dead_lettered: load(&self.stats.dead_lettered),
+            local_first_delivered: load(&self.stats.local_first),
+            skipped_as_delivered_locally: load(&self.stats.skipped),
+            targets: self
+                .targets
+                .iter()
+                .map(|t| TargetStatus {
+                    target: t.name,
+                    breaker: t.breaker.status(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Stats {
+    fn add(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionStatus {
+    pub name: String,
+    pub consumer: String,
+    pub subjects: Vec<String>,
+    pub local_first: bool,
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    pub dead_lettered: u64,
+    pub local_first_delivered: u64,
+    pub skipped_as_delivered_locally: u64,
+    pub targets: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub target: &'static str,
+    pub breaker: BreakerStatus,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Replayed {
+    /// Every owed target took it; the letter is gone.
+    Delivered { id: u64 },
+    /// Some target failed again; the letter stays, updated.
+    Failed { id: u64, error: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no dead letter {0}")]
+    NotFound(u64),
+    #[error("dead letter {id} belongs to subscription {name:?}, which is not configured")]
+    NoSubscription { id: u64, name: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every subscription and its tasks.
+pub struct Egress {
+    subs: Vec<Arc<Subscription>>,
+    store: Store,
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The upstream side egress pulls from.
+pub struct Upstream {
+    pub client: async_nats::Client,
+    pub link: watch::Receiver<LinkState>,
+    pub stream: String,
+}
+
+impl Egress {
+    /// Builds every subscription and starts its consumer (and local-first
+    /// worker). Nothing here waits for upstream.
+    pub fn start(
+        cfg: &Config,
+        store: Store,
+        upstream: Upstream,
+        site: Option<Site>,
+    ) -> Result<Egress, String> {
+        let stop = CancellationToken::new();
+        let http = target::http_client();
+        let mut subs = Vec::new();
+        let mut tasks = Vec::new();
+        for s in &cfg.subscriptions {
+            let targets = Target::all(s, site.as_ref(), &http)?;
+            let sub = Arc::new(Subscription::new(
+                s,
+                &cfg.node.id,
+                targets,
+                store.clone(),
+                stop.child_token(),
+            ));
+            tasks.push(tokio::spawn(consumer::run(
+                sub.clone(),
+                upstream.client.clone(),
+                upstream.link.clone(),
+                upstream.stream.clone(),
+            )));
+            if s.local_first {
+                tasks.push(tokio::spawn(local_first::run(sub.clone())));
+            }
+            subs.push(sub);
+        }
+        Ok(Egress {
+            subs,
+            store,
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    pub fn status(&self) -> Vec<SubscriptionStatus> {
+        self.subs.iter().map(|s| s.status()).collect()
+    }
+
+    /// Tries a dead letter's owed targets once more.
+    pub async fn replay(&self, id: u64) -> Result<Replayed, ReplayError> {
+        let letter = self
+            .store
+            .dead_letter_get(id)?
+            .ok_or(ReplayError::NotFound(id))?;
+        let Some(sub) = self
+            .subs
+            .iter()
+            .find(|s| s.cfg.name == letter.meta.subscription)
+        else {
+            return Err(ReplayError::NoSubscription {
+                id,
+                name: letter.meta.subscription,
+            });
+        };
+        match sub.replay(letter).await {
+            Ok(()) => {
+                self.store.dead_letter_remove(id).await?;
+                tracing::info!(dead_letter = id, "replayed and delivered");
+                Ok(Replayed::Delivered { id })
+            }
+            Err(letter) => {
+                self.store.dead_letter_update(&letter).await?;
+                Ok(Replayed::Failed {
+                    id,
+                    error: letter.meta.last_error,
+                })
+            }
+        }
+    }
+
+    /// Replays every dead letter (of one subscription, when named), oldest first.
+    pub async fn replay_all(
+        &self,
+        subscription: Option<&str>,
+    ) -> Result<Vec<Replayed>, ReplayError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.dead_letters(after, 256)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            for l in page {
+                if subscription.is_some_and(|s| s != l.meta.subscription) {
+                    continue;
+                }
+                match self.replay(l.seq).await {
+                    Ok(r) => out.push(r),
+                    Err(ReplayError::NoSubscription { id, name }) => out.push(Replayed::Failed {
+                        id,
+                        error: format!("subscription {name:?} is not configured"),
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops every subscription: messages not yet settled are handed back
+    /// to upstream for redelivery.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("task list"));
+        for t in tasks {
+            if tokio::time::timeout(timeout, t).await.is_err() {
+                tracing::warn!("a subscription did not stop in time");
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}

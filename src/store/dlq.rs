@@ -1,0 +1,136 @@
+//! The dead-letter queue: messages a subscription could not deliver within
+//! its retries, kept (tree `dlq`, keyed by a big-endian sequence number) with
+//! the targets still owed, the attempts made and the last error, until an
+//! operator replays or purges them.
+//!
+//! A value is a u32 length, the JSON of [`Letter`]'s bookkeeping, then the
+//! event as a [`Record`]. Every change is flushed before it returns, since
+//! the upstream copy is acked right after an entry is written.
+
+use super::{Record, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Letter {
+    /// Its key; assigned by [`Store::dead_letter`].
+    pub seq: u64,
+    pub meta: LetterMeta,
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LetterMeta {
+    pub subscription: String,
+    /// Targets that have not taken the event ("subject", "stream", "webhook").
+    pub targets: Vec<String>,
+    pub attempts: u32,
+    pub last_error: String,
+    /// RFC 3339.
+    pub dead_at: String,
+}
+
+impl Letter {
+    fn encode(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).expect("plain data serialises");
+        let record = self.record.encode();
+        let mut out = Vec::with_capacity(4 + meta.len() + record.len());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&record);
+        out
+    }
+
+    fn decode(seq: u64, b: &[u8]) -> Result<Self, String> {
+        let n = b
+            .get(..4)
+            .map(|h| u32::from_le_bytes(h.try_into().expect("4 bytes")) as usize)
+            .ok_or("truncated dead letter")?;
+        let meta = b.get(4..4 + n).ok_or("truncated dead letter")?;
+        let meta = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
+        let record = Record::decode(&b[4 + n..])?;
+        Ok(Self { seq, meta, record })
+    }
+}
+
+impl Store {
+    /// Adds a dead letter, durably; returns its sequence number.
+    pub async fn dead_letter(&self, meta: LetterMeta, record: Record) -> Result<u64, StoreError> {
+        let seq = self.inner.db.generate_id()?;
+        let letter = Letter { seq, meta, record };
+        self.inner.dlq.insert(seq.to_be_bytes(), letter.encode())?;
+        self.sync().await?;
+        Ok(seq)
+    }
+
+    /// Up to `limit` dead letters after `after`, oldest first. One that
+    /// cannot be decoded is logged and skipped.
+    pub fn dead_letters(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Letter>, StoreError> {
+        let start = after.map_or(0, |s| s.saturating_add(1));
+        let mut out = Vec::new();
+        for item in self.inner.dlq.range(start.to_be_bytes()..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
+            match Letter::decode(seq, &v) {
+                Ok(l) => out.push(l),
+                Err(e) => tracing::error!(seq, error = %e, "dead letter cannot be decoded"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn dead_letter_get(&self, seq: u64) -> Result<Option<Letter>, StoreError> {
+        match self.inner.dlq.get(seq.to_be_bytes())? {
+            Some(v) => Letter::decode(seq, &v)
+                .map(Some)
+                .map_err(|reason| StoreError::Corrupt { seq, reason }),
+            None => Ok(None),
+        }
+    }
+
+    /// Rewrites a letter's bookkeeping (after a failed replay), durably.
+    pub async fn dead_letter_update(&self, letter: &Letter) -> Result<(), StoreError> {
+        self.inner
+            .dlq
+            .insert(letter.seq.to_be_bytes(), letter.encode())?;
+        self.sync().await
+    }
+
+    /// Removes one letter, durably; `false` when there was none.
+    pub async fn dead_letter_remove(&self, seq: u64) -> Result<bool, StoreError> {
+        let had = self.inner.dlq.remove(seq.to_be_bytes())?.is_some();
+        self.sync().await?;
+        Ok(had)
+    }
+
+    /// Removes every letter (of one subscription, when named), durably;
+    /// returns how many.
+    pub async fn dead_letter_purge(&self, subscription: Option<&str>) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for item in self.inner.dlq.iter() {
+            let (k, v) = item?;
+            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
+            let matches = match subscription {
+                None => true,
+                Some(s) => Letter::decode(seq, &v).is_ok_and(|l| l.meta.subscription == s),
+            };
+            if matches && self.inner.dlq.remove(&k)?.is_some() {
+                n += 1;
+            }
+        }
+        self.sync().await?;
+        Ok(n)
+    }
+
+    /// Letters waiting.
+    pub fn dead_letter_count(&self) -> usize {
+        self.inner.dlq.len()
+    }
+}
