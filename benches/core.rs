@@ -5,7 +5,11 @@
 //! (b) jetedge's drain of a pre-filled outbox (forwarding paused while it
 //!     fills, then timed from resume until the outbox is empty);
 //! (c) jetedge's signed-webhook ingest over keep-alive HTTP with forwarding
-//!     on, with request latency percentiles.
+//!     on, with request latency percentiles;
+//! (d) the same with forwarding paused; (e)/(f) the filter and redaction
+//!     pipeline (`core/pipeline.rs`); (g)-(i) egress: a bare pull consumer
+//!     against jetedge delivering to a site subject and to a webhook
+//!     (`core/egress.rs`, `JETEDGE_BENCH_EGRESS`, default 20000 events).
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench core`). Sizes:
 //! `JETEDGE_BENCH_EVENTS` (default 200000) for (a) and (b),
@@ -17,6 +21,9 @@ mod support;
 
 #[path = "core/pipeline.rs"]
 mod pipeline;
+
+#[path = "core/egress.rs"]
+mod egress;
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -113,6 +120,23 @@ async fn run() {
         off.rate,
         on.rate,
         on.rate / off.rate
+    );
+
+    let egress_events = env_usize("JETEDGE_BENCH_EGRESS", 20_000 / scale);
+    let g = egress::rates(&nats, egress_events).await;
+    println!(
+        "(g) bare async-nats pull consumer (ack each)  {:>10.0} events/s  ({egress_events} events)",
+        g.bare
+    );
+    println!(
+        "(h) jetedge upstream -> site core subject     {:>10.0} events/s  (h/g = {:.2})",
+        g.subject,
+        g.subject / g.bare
+    );
+    println!(
+        "(i) jetedge upstream -> signed webhook        {:>10.0} events/s  (i/g = {:.2}; receiver verifies each signature)",
+        g.webhook,
+        g.webhook / g.bare
     );
 }
 

@@ -164,6 +164,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn subject_filters_match_like_nats() {
+        assert!(subject_matches(
+            "events.*.order.>",
+            "events.shop.order.created"
+        ));
+        assert!(subject_matches("events.>", "events.a"));
+        assert!(!subject_matches("events.>", "events"));
+        assert!(!subject_matches("events.*", "events.a.b"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.b.c"));
+        assert!(!subject_matches("a.b.c", "a.b"));
+        assert!(is_subject_filter("events.*.order.>"));
+        assert!(!is_subject_filter("events.>.x"));
+        assert!(!is_subject_filter("events..x"));
+        assert!(!is_subject_filter(""));
+        assert!(!is_subject_filter("a b"));
+    }
+
+    #[test]
     fn subject_safety() {
         assert!(is_subject_safe("order.created"));
         assert!(is_subject_safe("orders/create"));

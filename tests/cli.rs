@@ -74,3 +74,44 @@ action = "hash"
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
 }
+
+#[test]
+fn bad_subscriptions_exit_2_with_their_key_paths() {
+    let dir = TempDir::new("cli-check-subscription");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[admin]
+listen = "0.0.0.0:9090"
+[[subscription]]
+name = "orders"
+subjects = ["events..x", "events.>.x"]
+deliver = "since:yesterday"
+to_subject = "site.orders"
+to_webhook = { url = "ftp://x/hook", secret = "env:NO_SUCH_SECRET_VAR" }
+[subscription.retry]
+max_attempts = 0
+[[subscription]]
+name = "orders"
+subjects = ["events.>"]
+"#,
+    )
+    .unwrap();
+    let (code, text) = check(&file);
+    assert_eq!(code, 2, "{text}");
+    for want in [
+        "admin.token: an admin listener off loopback needs a token",
+        "subscription[0].subjects[0]: \"events..x\" is not a subject filter",
+        "subscription[0].subjects[1]:",
+        "subscription[0].deliver: \"yesterday\" is neither",
+        "subscription[0].to_subject: publishing to the site's NATS needs a [local] section",
+        "subscription[0].to_webhook.url: must be an http:// URL",
+        "subscription[0].to_webhook.secret: environment variable NO_SUCH_SECRET_VAR is not set",
+        "subscription[0].retry.max_attempts: must be at least 1",
+        "subscription[1].name: duplicate subscription name",
+        "subscription[1]: has no target",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}

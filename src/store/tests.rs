@@ -227,3 +227,83 @@ async fn old_key_generations_are_dropped_and_live_ones_still_dedupe() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn local_first_marks_exist_exactly_for_accepted_events() {
+    let dir = tempdir("local-first");
+    let store = Store::open(&cfg(&dir)).unwrap();
+    let signal = store.local_signal();
+    let marked = |key: Option<&str>, id: &str| NewEvent {
+        local_first: vec!["kiosk".into()],
+        ..event(key, id, 10)
+    };
+    let out = store
+        .persist(vec![
+            marked(Some("k1"), "a"),
+            marked(Some("k1"), "b"),
+            event(None, "c", 10),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[1], Outcome::Duplicate { id: "a".into() });
+    assert!(signal.has_changed().unwrap(), "the workers are woken");
+    let pending: Vec<_> = store
+        .local_pending("kiosk", 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        pending,
+        ["a"],
+        "a duplicate or an unmarked event gets no mark"
+    );
+    assert!(store.local_marked("kiosk", "a", 0).unwrap());
+    assert!(!store.local_marked("other", "a", 0).unwrap());
+    store.local_done("kiosk", "a", 1_000).unwrap();
+    assert!(store.local_pending("kiosk", 10).unwrap().is_empty());
+    assert!(store.local_marked("kiosk", "a", 999).unwrap());
+    assert!(!store.local_marked("kiosk", "a", 1_000).unwrap(), "expired");
+    assert_eq!(store.local_sweep(1_000).unwrap(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn dead_letters_survive_a_reopen_and_can_be_updated_and_purged() {
+    let dir = tempdir("dlq");
+    let store = Store::open(&cfg(&dir)).unwrap();
+    let meta = |sub: &str| LetterMeta {
+        subscription: sub.into(),
+        targets: vec!["webhook".into()],
+        attempts: 3,
+        last_error: "POST answered 503".into(),
+        dead_at: "2026-11-24T00:00:00Z".into(),
+    };
+    let record = Record::decode(&event(None, "e1", 20).record).unwrap();
+    let first = store.dead_letter(meta("a"), record.clone()).await.unwrap();
+    let second = store.dead_letter(meta("b"), record.clone()).await.unwrap();
+    assert!(second > first);
+    store.close().await;
+
+    let store = Store::open(&cfg(&dir)).unwrap();
+    assert_eq!(store.dead_letter_count(), 2);
+    let all = store.dead_letters(None, 10).unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.seq).collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert_eq!(all[0].record, record);
+    assert_eq!(store.dead_letters(Some(first), 10).unwrap()[0].seq, second);
+    let mut l = store.dead_letter_get(first).unwrap().unwrap();
+    l.meta.attempts = 4;
+    store.dead_letter_update(&l).await.unwrap();
+    assert_eq!(
+        store.dead_letter_get(first).unwrap().unwrap().meta.attempts,
+        4
+    );
+    assert_eq!(store.dead_letter_purge(Some("b")).await.unwrap(), 1);
+    assert!(store.dead_letter_remove(first).await.unwrap());
+    assert!(!store.dead_letter_remove(first).await.unwrap());
+    assert_eq!(store.dead_letter_count(), 0);
+    store.close().await;
+}

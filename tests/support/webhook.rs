@@ -81,6 +81,11 @@ impl Receiver {
         self.state.lock().unwrap().taken.clone()
     }
 
+    /// Events taken so far.
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().taken.len()
+    }
+
     pub fn tries(&self, id: &str) -> u32 {
         self.state
             .lock()
