@@ -162,14 +162,25 @@ async fn upstream_events_reach_subject_and_webhook_once_across_restarts() {
     let js = upstream_stream(&upstream.url()).await;
     let hook = Receiver::start(SECRET, Mode::Ok).await;
     let local = Subscriber::start(&site.url(), "site.orders").await;
+    // A site stream for apps that need durability; its duplicate window
+    // drops the repeats a crash causes.
+    let site_js = support::nats::jetstream(&[site.url()]).await;
+    site_js
+        .create_stream(jetstream::stream::Config {
+            name: "SITE".into(),
+            subjects: vec!["site.durable.>".into()],
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let dir = TempDir::new("egress");
+    let targets = String::from("to_subject = \"site.orders\"\n")
+        + "to_stream = { subject = \"site.durable.orders\", stream = \"SITE\" }\n"
+        + &webhook(&hook.url);
     let text = node_config(&dir.path().join("data"), &[upstream.url()])
         + &format!("\n[local]\nservers = [{:?}]\n", site.url())
-        + &subscription(
-            "orders",
-            "events.shop.>",
-            &(String::from("to_subject = \"site.orders\"\n") + &webhook(&hook.url)),
-        );
+        + &subscription("orders", "events.shop.>", &targets);
     let mut node = Binary::configured(dir.path(), &text);
     tokio::task::block_in_place(|| node.start());
 
@@ -219,6 +230,10 @@ async fn upstream_events_reach_subject_and_webhook_once_across_restarts() {
     assert_once(&dedupe(&local_ids), &all, "subscriber");
     // Repeats come only from the kill -9 window: at most what was in flight.
     let repeats = hook_ids.len() - all.len();
+    println!(
+        "repeats after kill -9: webhook {repeats}, subscriber {}",
+        local_ids.len() - all.len()
+    );
     assert!(repeats <= 128, "{repeats} repeats at the webhook");
     // Before the crash, nothing twice: the graceful restart lost and doubled nothing.
     let before_crash = &hook_ids[..5_500];
@@ -227,6 +242,15 @@ async fn upstream_events_reach_subject_and_webhook_once_across_restarts() {
         before_crash.len(),
         "a repeat before the crash"
     );
+    // The site stream holds each event exactly once, even across the crash.
+    let stored =
+        support::nats::read_stream(&site_js, "SITE", all.len(), Duration::from_secs(30)).await;
+    let stored_ids: Vec<String> = stored
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").unwrap())
+        .collect();
+    assert_once(&stored_ids, &all, "site stream");
+    assert_eq!(stored[0].json()["type"], "order.created");
     let status = admin_get(&node, "/admin/status");
     assert_eq!(status["subscriptions"][0]["consumer"], "test-node-orders");
     assert_eq!(status["dlq"], 0);

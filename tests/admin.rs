@@ -1,0 +1,115 @@
+//! The admin listener as an operator's tools see it: the bearer token, the
+//! routes and their error answers, forwarder pause/resume and metrics.
+
+mod support;
+
+use serde_json::Value;
+use support::nats::NatsServer;
+use support::{node_config, parse_config, TempDir};
+
+const TOKEN_ENV: &str = "JETEDGE_TEST_ADMIN_TOKEN";
+
+async fn call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["error"]["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_checks_its_token_and_answers_every_route() {
+    std::env::set_var(TOKEN_ENV, "s3cret-token");
+    let nats = NatsServer::start();
+    let dir = TempDir::new("admin");
+    let text = node_config(dir.path(), &[nats.url()]).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"env:{TOKEN_ENV}\""),
+    );
+    let node = jetedge::Node::start(parse_config(&text)).await.unwrap();
+    let addr = node.admin_addr.expect("an admin listener");
+    let t = Some("s3cret-token");
+
+    for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
+        let (status, body) = call(addr, "GET", "/admin/status", token).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (401, "unauthorized"),
+            "{token:?}"
+        );
+    }
+    let (status, body) = call(addr, "GET", "/admin/status", t).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["node"], "test-node");
+    assert_eq!(v["dlq"], 0);
+    assert_eq!(v["forwarding"], "running");
+
+    let (status, body) = call(addr, "POST", "/admin/forwarder/pause", t).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = call(addr, "GET", "/admin/status", t).await;
+    assert!(body.contains("\"forwarding\":\"paused\""), "{body}");
+    call(addr, "POST", "/admin/forwarder/resume", t).await;
+
+    let (status, body) = call(addr, "GET", "/metrics", t).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("jetedge_dlq_entries 0") && body.contains("jetedge_events_accepted_total"),
+        "{body}"
+    );
+    let (status, body) = call(addr, "GET", "/", t).await;
+    assert!(
+        status == 200 && body.contains("<h1>jetedge test-node</h1>"),
+        "{body}"
+    );
+
+    for (method, path, want_status, want_code) in [
+        ("GET", "/admin/dlq/abc", 400, "bad_request"),
+        ("GET", "/admin/dlq?limit=x", 400, "bad_request"),
+        ("GET", "/admin/dlq/42", 404, "not_found"),
+        ("DELETE", "/admin/dlq/42", 404, "not_found"),
+        ("POST", "/admin/dlq/42/replay", 404, "not_found"),
+        ("PUT", "/admin/status", 405, "method_not_allowed"),
+        ("POST", "/metrics", 405, "method_not_allowed"),
+        ("GET", "/admin/nothing", 404, "not_found"),
+    ] {
+        let (status, body) = call(addr, method, path, t).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (want_status, want_code),
+            "{method} {path}: {body}"
+        );
+    }
+    let (status, body) = call(addr, "GET", "/admin/dlq", t).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["entries"],
+        serde_json::json!([])
+    );
+    let (status, body) = call(addr, "DELETE", "/admin/dlq", t).await;
+    assert!(status == 200 && body.contains("\"purged\":0"), "{body}");
+    node.shutdown().await;
+}
