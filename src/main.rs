@@ -98,11 +98,12 @@ fn check(path: &Path) -> ExitCode {
     match load(path) {
         Some(cfg) => {
             println!(
-                "{}: valid ({} source(s), {} route(s), {} redaction rule(s), upstream {})",
+                "{}: valid ({} source(s), {} route(s), {} redaction rule(s), {} subscription(s), upstream {})",
                 path.display(),
                 cfg.sources.len(),
                 cfg.routes.len(),
                 cfg.redactions.len(),
+                cfg.subscriptions.len(),
                 cfg.upstream.servers.join(", ")
             );
             ExitCode::SUCCESS

@@ -33,6 +33,15 @@ pub(super) async fn run(sub: Arc<Subscription>) {
             if !busy.lock().expect("busy set").insert(record.id.clone()) {
                 continue;
             }
+            // The scan may predate a delivery that settled since.
+            if !sub
+                .store
+                .local_is_pending(&sub.cfg.name, &record.id)
+                .unwrap_or(false)
+            {
+                busy.lock().expect("busy set").remove(&record.id);
+                continue;
+            }
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("never closed"),
                 _ = sub.stop.cancelled() => break,

@@ -56,6 +56,14 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether event `id` still waits for local-first delivery.
+    pub fn local_is_pending(&self, subscription: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .local_first
+            .contains_key(key(PENDING, subscription, id))?)
+    }
+
     /// Records that `subscription` delivered (or dead-lettered) event `id`
     /// locally; the mark lives until `expiry_ms`.
     pub fn local_done(
