@@ -84,7 +84,10 @@ async fn consumer(
                 deliver_policy: now.deliver_policy,
                 ..Default::default()
             });
-            if now.filter_subjects != update.filter_subjects || now.ack_wait != update.ack_wait {
+            let changed = now.filter_subjects != update.filter_subjects
+                || now.ack_wait != update.ack_wait
+                || now.max_ack_pending != update.max_ack_pending;
+            if changed {
                 existing = stream
                     .update_consumer(update)
                     .await
