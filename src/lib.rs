@@ -73,20 +73,16 @@ impl Node {
         let metrics = Arc::new(metrics::Metrics::default());
         let ingest = ingress::Ingest::new(&cfg, store.clone(), metrics.clone())
             .map_err(StartError::Setup)?;
-        let listener = tokio::net::TcpListener::bind(&cfg.ingress.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: cfg.ingress.listen.clone(),
-                source,
-            })?;
-        let ingress_addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: cfg.ingress.listen.clone(),
-            source,
-        })?;
+        let ingest = Arc::new(ingest);
+        // Both listeners first: a taken port fails the start before any task runs.
+        let (listener, ingress_addr) = bind(&cfg.ingress.listen).await?;
+        let admin_listener = match cfg.admin.listen.as_str() {
+            "" => None,
+            addr => Some(bind(addr).await?),
+        };
         let (client, link) = upstream::connect(&cfg.upstream.endpoint(), &cfg.node.id)
             .await
             .map_err(StartError::Setup)?;
-        let ingest = Arc::new(ingest);
         let stop_ingress = CancellationToken::new();
         watch_max_payload(
             ingest.clone(),
@@ -97,6 +93,7 @@ impl Node {
 
         let stop_forwarder = CancellationToken::new();
         let (pause, paused) = watch::channel(false);
+        let pause = Arc::new(pause);
         let forwarder = forward::Forwarder {
             store: store.clone(),
             client: client.clone(),
@@ -109,6 +106,41 @@ impl Node {
         };
         let forwarder = tokio::spawn(forwarder.run());
 
+        let site = connect_site(&cfg).await?;
+        let local = site.as_ref().zip(cfg.local.as_ref()).map(|(site, l)| {
+            let task = ingress::local::serve(
+                site.client.clone(),
+                l.clone(),
+                ingest.clone(),
+                stop_ingress.clone(),
+            );
+            (site.client.clone(), tokio::spawn(task))
+        });
+        let upstream_side = egress::Upstream {
+            client: client.clone(),
+            link: link.clone(),
+            stream: cfg.upstream.stream.clone(),
+        };
+        let egress = egress::Egress::start(&cfg, store.clone(), upstream_side, site.clone())
+            .map(Arc::new)
+            .map_err(StartError::Setup)?;
+        let admin_state = admin::Admin {
+            node: cfg.node.id.clone(),
+            token: match &cfg.admin.token {
+                Some(t) => Some(t.resolve().map_err(StartError::Setup)?.expose().to_string()),
+                None => None,
+            },
+            metrics: metrics.clone(),
+            store: store.clone(),
+            upstream: link.clone(),
+            local: site.as_ref().map(|s| s.link.clone()),
+            pause: pause.clone(),
+            egress: egress.clone(),
+        };
+        let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);
+        let admin = admin_listener.map(|(l, _)| {
+            tokio::spawn(admin::serve(l, Arc::new(admin_state), stop_ingress.clone()))
+        });
         let server = Arc::new(ingress::http::Server {
             ingest: ingest.clone(),
             limits: ingress::http::Limits {
@@ -120,53 +152,9 @@ impl Node {
             },
             link: link.clone(),
         });
-        let site = match &cfg.local {
-            Some(l) => {
-                let (client, link) = upstream::connect(&l.endpoint(), &cfg.node.id)
-                    .await
-                    .map_err(StartError::Setup)?;
-                Some(egress::Site { client, link })
-            }
-            None => None,
-        };
-        let local = match (&cfg.local, &site) {
-            (Some(l), Some(site)) => {
-                let task = ingress::local::serve(
-                    site.client.clone(),
-                    l.clone(),
-                    ingest.clone(),
-                    stop_ingress.clone(),
-                );
-                Some((site.client.clone(), tokio::spawn(task)))
-            }
-            _ => None,
-        };
-        let upstream_side = egress::Upstream {
-            client: client.clone(),
-            link: link.clone(),
-            stream: cfg.upstream.stream.clone(),
-        };
-        let egress = egress::Egress::start(&cfg, store.clone(), upstream_side, site.clone())
-            .map(Arc::new)
-            .map_err(StartError::Setup)?;
-        let pause = Arc::new(pause);
-        let (admin, admin_addr) = start_admin(
-            &cfg,
-            admin::Admin {
-                node: cfg.node.id.clone(),
-                token: None,
-                metrics: metrics.clone(),
-                store: store.clone(),
-                upstream: link.clone(),
-                local: site.as_ref().map(|s| s.link.clone()),
-                pause: pause.clone(),
-                egress: egress.clone(),
-            },
-            stop_ingress.clone(),
-        )
-        .await?;
         let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
-        tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, upstream = ?cfg.upstream.servers,
+        tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, admin = ?admin_addr,
+            upstream = ?cfg.upstream.servers, subscriptions = cfg.subscriptions.len(),
             data_dir = %cfg.node.data_dir.display(), "jetedge started");
         Ok(NodeHandle {
             ingress_addr,
@@ -188,27 +176,25 @@ impl Node {
     }
 }
 
-/// Binds and serves the admin listener, when one is configured.
-async fn start_admin(
-    cfg: &Config,
-    mut state: admin::Admin,
-    stop: CancellationToken,
-) -> Result<(Option<JoinHandle<()>>, Option<SocketAddr>), StartError> {
-    let listen = &cfg.admin.listen;
-    if listen.is_empty() {
-        return Ok((None, None));
-    }
-    if let Some(t) = &cfg.admin.token {
-        state.token = Some(t.resolve().map_err(StartError::Setup)?.expose().to_string());
-    }
+async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let fail = |source| StartError::Listen {
-        addr: listen.clone(),
+        addr: addr.to_string(),
         source,
     };
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(fail)?;
-    let addr = listener.local_addr().map_err(fail)?;
-    let task = tokio::spawn(admin::serve(listener, Arc::new(state), stop));
-    Ok((Some(task), Some(addr)))
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(fail)?;
+    let local = listener.local_addr().map_err(fail)?;
+    Ok((listener, local))
+}
+
+/// The connection to the site's nats-server, when `[local]` is set.
+async fn connect_site(cfg: &Config) -> Result<Option<egress::Site>, StartError> {
+    let Some(l) = &cfg.local else {
+        return Ok(None);
+    };
+    let (client, link) = upstream::connect(&l.endpoint(), &cfg.node.id)
+        .await
+        .map_err(StartError::Setup)?;
+    Ok(Some(egress::Site { client, link }))
 }
 
 /// Keeps ingest's size limit at upstream's `max_payload` once it is known,
