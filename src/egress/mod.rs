@@ -19,13 +19,13 @@ pub use breaker::BreakerStatus;
 pub use target::{nats_headers, Failure, Site};
 
 use crate::config::{Config, SubscriptionConfig};
-use crate::store::{Letter, LetterMeta, Record, Store, StoreError};
+use crate::store::{now_ms, Letter, LetterMeta, Record, Store, StoreError};
 use crate::upstream::LinkState;
 use breaker::Admit;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use target::Target;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -95,13 +95,9 @@ impl Subscription {
                 if !self.admitted(target).await {
                     return Outcome::Stopped;
                 }
-                match target.send(r).await {
-                    Ok(()) => target.breaker.success(),
-                    Err(f) => {
-                        self.failed(target, r, &f);
-                        failed.push(i);
-                        last = Some(f);
-                    }
+                if let Err(f) = self.attempt(target, r).await {
+                    failed.push(i);
+                    last = Some(f);
                 }
             }
             let Some(last) = last else {
@@ -129,13 +125,9 @@ impl Subscription {
                 // The target was removed from the config: nothing to owe it.
                 continue;
             };
-            match target.send(&letter.record).await {
-                Ok(()) => target.breaker.success(),
-                Err(f) => {
-                    self.failed(target, &letter.record, &f);
-                    letter.meta.last_error = format!("{}: {}", target.name, f.message);
-                    failed.push(name.clone());
-                }
+            if let Err(f) = self.attempt(target, &letter.record).await {
+                letter.meta.last_error = format!("{}: {}", target.name, f.message);
+                failed.push(name.clone());
             }
         }
         if failed.is_empty() {
@@ -145,6 +137,17 @@ impl Subscription {
         letter.meta.targets = failed;
         letter.meta.attempts += 1;
         Err(letter)
+    }
+
+    /// One delivery to one target, its outcome told to the target's breaker
+    /// and counted.
+    async fn attempt(&self, target: &Target, r: &Record) -> Result<(), Failure> {
+        let result = target.send(r).await;
+        match &result {
+            Ok(()) => target.breaker.success(),
+            Err(f) => self.failed(target, r, f),
+        }
+        result
     }
 
     fn failed(&self, target: &Target, r: &Record, f: &Failure) {
@@ -402,11 +405,4 @@ impl Egress {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }

@@ -11,7 +11,6 @@ use crate::config::{StreamTarget, SubscriptionConfig, WebhookTarget};
 use crate::store::Record;
 use crate::upstream::LinkState;
 use async_nats::{jetstream, HeaderMap};
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -212,14 +211,7 @@ impl Webhook {
 
     async fn post(&self, r: &Record) -> Result<(), Failure> {
         let ts = OffsetDateTime::now_utc().unix_timestamp().to_string();
-        let sig = crate::ingress::verify::hmac_sha256(
-            &self.key,
-            &[r.id.as_bytes(), b".", ts.as_bytes(), b".", &r.payload],
-        );
-        let sig = format!(
-            "v1,{}",
-            base64::engine::general_purpose::STANDARD.encode(sig)
-        );
+        let sig = crate::ingress::verify::standard_signature(&self.key, &r.id, &ts, &r.payload);
         let req = Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/cloudevents+json")
             .header(USER_AGENT, concat!("jetedge/", env!("CARGO_PKG_VERSION")))

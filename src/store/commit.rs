@@ -13,14 +13,14 @@
 use super::idem::Generations;
 use super::record::encode_batch;
 use super::sync::Durability;
-use super::{Inner, NewEvent, Outcome, StoreError};
+use super::{now_ms, Inner, NewEvent, Outcome, StoreError};
 use sled::transaction::{
     ConflictableTransactionResult, TransactionError, Transactional, TransactionalTree,
 };
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Largest number of requests one group takes, bounding the latency of the first.
@@ -306,13 +306,6 @@ fn idem_key(source: &str, key: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(key.as_bytes());
     k
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 fn io_error(msg: &str) -> StoreError {

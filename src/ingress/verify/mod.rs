@@ -15,7 +15,7 @@ mod slack;
 mod standard;
 mod stripe;
 
-pub use standard::decode_secret as decode_standard_secret;
+pub use standard::{decode_secret as decode_standard_secret, signature as standard_signature};
 
 use crate::config::{Encoding, Scheme, Secret, SourceConfig};
 use hmac::{Hmac, Mac};

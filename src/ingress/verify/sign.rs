@@ -15,14 +15,14 @@ impl Verifier {
         let ts = now.to_string();
         let one = |name: &str, value: String| vec![(name.to_string(), value)];
         match self.scheme {
-            Scheme::StandardWebhooks => {
-                let sig = hmac_sha256(key, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
-                vec![
-                    ("webhook-id".into(), msg_id.into()),
-                    ("webhook-timestamp".into(), ts),
-                    ("webhook-signature".into(), format!("v1,{}", b64(&sig))),
-                ]
-            }
+            Scheme::StandardWebhooks => vec![
+                ("webhook-id".into(), msg_id.into()),
+                (
+                    "webhook-signature".into(),
+                    super::standard::signature(key, msg_id, &ts, body),
+                ),
+                ("webhook-timestamp".into(), ts),
+            ],
             Scheme::Github => one(
                 "x-hub-signature-256",
                 format!("sha256={}", hex::encode(hmac_sha256(key, &[body]))),

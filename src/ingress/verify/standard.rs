@@ -7,6 +7,17 @@ use super::{any_matches, check_tolerance, decode_b64, header, parse_timestamp, V
 use hyper::HeaderMap;
 use std::time::Duration;
 
+/// The `webhook-signature` value of `body` sent as message `id` at Unix
+/// time `ts`: what a sender puts on the request, and what [`verify`] checks.
+pub fn signature(key: &[u8], id: &str, ts: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    let sig = super::hmac_sha256(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(sig)
+    )
+}
+
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
     let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
