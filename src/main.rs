@@ -97,6 +97,9 @@ fn load(path: &Path) -> Option<Config> {
 fn check(path: &Path) -> ExitCode {
     match load(path) {
         Some(cfg) => {
+            for w in cfg.warnings() {
+                println!("warning: {w}");
+            }
             println!(
                 "{}: valid ({} source(s), {} route(s), {} redaction rule(s), {} subscription(s), upstream {})",
                 path.display(),

@@ -304,8 +304,10 @@ pub struct NodeConfig {
     /// loss cannot take it. `false`: sled's flush only, which survives a crash
     /// of the process but not of the machine.
     pub fsync: bool,
-    /// How long an idempotency key is remembered.
-    pub dedupe_ttl: HumanDuration,
+    /// How long an idempotency key is remembered, for every source that
+    /// does not set its own; unset: each scheme's default, which outlasts
+    /// its senders' retries (see [`Scheme::retry_window`]).
+    pub dedupe_ttl: Option<HumanDuration>,
     /// How long a graceful stop waits for in-flight requests and publishes.
     pub shutdown_timeout: HumanDuration,
 }
@@ -317,7 +319,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("data"),
             max_buffer: ByteSize::gib(1),
             fsync: true,
-            dedupe_ttl: HumanDuration::secs(24 * 3600),
+            dedupe_ttl: None,
             shutdown_timeout: HumanDuration::secs(10),
         }
     }
@@ -509,6 +511,36 @@ impl Scheme {
     pub fn has_timestamp(self) -> bool {
         matches!(self, Self::StandardWebhooks | Self::Stripe | Self::Slack)
     }
+
+    /// How long this scheme's senders keep retrying (or redelivering) one
+    /// event: a dedupe TTL shorter than this takes a late retry as new.
+    /// Stripe retries for up to 3 days; GitHub lets a delivery be
+    /// redelivered for 3 days; Shopify retries for 48 hours; Svix-style
+    /// Standard Webhooks senders for about 28 hours; Slack for an hour.
+    /// Generic schemes get a day.
+    pub fn retry_window(self) -> std::time::Duration {
+        const H: u64 = 3600;
+        std::time::Duration::from_secs(match self {
+            Self::Stripe | Self::Github => 72 * H,
+            Self::Shopify => 48 * H,
+            Self::StandardWebhooks => 28 * H,
+            Self::Slack => H,
+            Self::HmacSha256 | Self::Bearer | Self::None => 24 * H,
+        })
+    }
+
+    /// The dedupe TTL a source of this scheme gets unless configured: its
+    /// senders' retry window plus a day of margin.
+    pub fn default_dedupe_ttl(self) -> std::time::Duration {
+        self.retry_window() + std::time::Duration::from_secs(24 * 3600)
+    }
+
+    /// Schemes that sign the body but no timestamp, and take the event id
+    /// from an unsigned header: a captured request could be replayed with
+    /// a fresh id, so the body's digest is a dedupe key as well.
+    pub fn dedupes_by_body(self) -> bool {
+        matches!(self, Self::Github | Self::Shopify | Self::HmacSha256)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -541,6 +573,13 @@ pub struct SourceConfig {
     /// Where the event time is (RFC 3339 text or Unix seconds); reception
     /// time when absent.
     pub time: Option<String>,
+    /// How long this source's idempotency keys are remembered; default:
+    /// `[node] dedupe_ttl`, else the scheme's (its senders' retry window
+    /// plus a day).
+    pub dedupe_ttl: Option<HumanDuration>,
+    /// Allow `verify = "none"` although the ingress listens beyond loopback.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
     /// Request headers copied into the event, as extensions named after
     /// them (lowercase letters and digits only: "x-shop-domain" becomes
     /// "xshopdomain"). No other header is ever copied.
@@ -553,6 +592,25 @@ fn default_tolerance() -> HumanDuration {
 }
 
 impl Config {
+    /// How long a source's idempotency keys are remembered.
+    pub fn dedupe_ttl(&self, s: &SourceConfig) -> std::time::Duration {
+        s.dedupe_ttl
+            .or(self.node.dedupe_ttl)
+            .map_or_else(|| s.verify.default_dedupe_ttl(), |d| d.0)
+    }
+
+    /// The longest dedupe TTL of any source (what the store keeps keys for).
+    pub fn max_dedupe_ttl(&self) -> std::time::Duration {
+        let fallback = self
+            .node
+            .dedupe_ttl
+            .map_or(Scheme::None.default_dedupe_ttl(), |d| d.0);
+        self.sources
+            .iter()
+            .map(|s| self.dedupe_ttl(s))
+            .fold(fallback, std::cmp::max)
+    }
+
     /// Reads, overrides from the environment, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError {

@@ -24,6 +24,16 @@ impl Config {
                 );
             }
             validate_source(s, &at, &mut p);
+            if s.verify == Scheme::None && !s.allow_unauthenticated && !self.ingress_is_loopback() {
+                p.add(
+                    format!("{at}.verify"),
+                    format!(
+                        "verify = \"none\" lets anyone who reaches ingress.listen ({}) post events; \
+                         choose a scheme, listen on loopback, or set allow_unauthenticated = true",
+                        self.ingress.listen
+                    ),
+                );
+            }
         }
         if let Some(l) = &self.local {
             validate_local(l, &names, &mut p);
@@ -44,6 +54,42 @@ impl Config {
         p.0
     }
 
+    /// Settings that are valid but probably not what the user wants:
+    /// `jetedge check` prints them and the node logs them at start.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        for (i, s) in self.sources.iter().enumerate() {
+            let ttl = self.dedupe_ttl(s);
+            let window = s.verify.retry_window();
+            if ttl < window {
+                let key = match s.dedupe_ttl {
+                    Some(_) => format!("source[{i}].dedupe_ttl"),
+                    None => "node.dedupe_ttl".to_string(),
+                };
+                p.add(
+                    key,
+                    format!(
+                        "source {:?}: keys are kept for {}, but {:?} senders retry for up to {}; \
+                         a later retry would be stored as a new event",
+                        s.name,
+                        humantime::format_duration(ttl),
+                        s.verify,
+                        humantime::format_duration(window)
+                    ),
+                );
+            }
+        }
+        p.0
+    }
+
+    /// Whether ingress only listens on a loopback address.
+    fn ingress_is_loopback(&self) -> bool {
+        self.ingress
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+    }
+
     fn validate_node(&self, p: &mut Problems) {
         if !is_name(&self.node.id) {
             p.add(
@@ -54,7 +100,7 @@ impl Config {
         if self.node.max_buffer.0 < 1 << 20 {
             p.add("node.max_buffer", "must be at least 1MiB");
         }
-        if self.node.dedupe_ttl.0.is_zero() {
+        if self.node.dedupe_ttl.is_some_and(|d| d.0.is_zero()) {
             p.add("node.dedupe_ttl", "must be longer than zero");
         }
     }
@@ -184,6 +230,15 @@ fn validate_source(s: &SourceConfig, at: &str, p: &mut Problems) {
         p.add(
             format!("{at}.tolerance"),
             "this scheme signs no timestamp, so a tolerance has no effect",
+        );
+    }
+    if s.dedupe_ttl.is_some_and(|d| d.0.is_zero()) {
+        p.add(format!("{at}.dedupe_ttl"), "must be longer than zero");
+    }
+    if s.allow_unauthenticated && s.verify != Scheme::None {
+        p.add(
+            format!("{at}.allow_unauthenticated"),
+            "only applies to verify = \"none\"",
         );
     }
     for (key, place) in [("id", &s.id), ("type", &s.type_), ("time", &s.time)] {

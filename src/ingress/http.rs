@@ -188,6 +188,10 @@ impl Server {
         let event = source
             .shape
             .from_webhook(&parts.headers, value, now)
+            .map(|mut n| {
+                n.keys.extend(source.shape.body_key(&body));
+                n
+            })
             .map_err(Rejection::from);
         let answer = self.ingest.persist(name, vec![event]).await.remove(0);
         Ok(single_answer(answer))

@@ -188,6 +188,10 @@ fn shape(
             let ev = source
                 .shape
                 .from_webhook(&headers, v, now)
+                .map(|mut n| {
+                    n.keys.extend(source.shape.body_key(&msg.payload));
+                    n
+                })
                 .map_err(Rejection::from);
             (vec![ev], false)
         }

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::redact::COUNTED;
 use crate::pipeline::{Decision, Invalid, Normalised, Rules, SourceShape};
-use crate::store::{NewEvent, Outcome, Record, Store, StoreError};
+use crate::store::{idem_key, NewEvent, Outcome, Record, Store, StoreError};
 use hyper::HeaderMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,8 @@ use verify::{Verifier, VerifyError};
 pub struct Source {
     pub shape: SourceShape,
     pub verifier: Verifier,
+    /// How long its dedupe keys are remembered.
+    pub dedupe_ttl: std::time::Duration,
 }
 
 /// What became of one event.
@@ -110,7 +112,15 @@ impl Ingest {
             let verifier =
                 Verifier::new(s, &secrets).map_err(|e| format!("source {:?}: {e}", s.name))?;
             let shape = SourceShape::new(&cfg.node.id, &cfg.upstream.subject_prefix, s)?;
-            sources.insert(s.name.clone(), Source { shape, verifier });
+            let dedupe_ttl = cfg.dedupe_ttl(s);
+            sources.insert(
+                s.name.clone(),
+                Source {
+                    shape,
+                    verifier,
+                    dedupe_ttl,
+                },
+            );
         }
         let rules = Rules::compile(cfg).map_err(|p| {
             let list: Vec<String> = p.iter().map(ToString::to_string).collect();
@@ -170,7 +180,11 @@ impl Ingest {
                     continue;
                 }
             }
-            match ev.and_then(|n| to_new_event(source, n, max, &self.local_first)) {
+            let ttl = self.sources.get(source).map_or_else(
+                || crate::config::Scheme::None.default_dedupe_ttl(),
+                |s| s.dedupe_ttl,
+            );
+            match ev.and_then(|n| to_new_event(source, n, max, ttl, &self.local_first)) {
                 Ok(new) => {
                     ids.push(new.id.clone());
                     batch.push(new);
@@ -236,6 +250,7 @@ fn to_new_event(
     source: &str,
     n: Normalised,
     max: u64,
+    dedupe_ttl: std::time::Duration,
     local_first: &[(String, Vec<String>)],
 ) -> Result<NewEvent, Rejection> {
     let e = n.envelope;
@@ -258,7 +273,8 @@ fn to_new_event(
             .any(|f| crate::envelope::subject_matches(f, &record.subject))
     };
     Ok(NewEvent {
-        key: e.idempotencykey.map(|k| (source.to_string(), k)),
+        keys: n.keys.iter().map(|k| idem_key(source, k)).collect(),
+        dedupe_ttl,
         id: record.id.clone(),
         local_first: local_first
             .iter()

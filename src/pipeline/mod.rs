@@ -115,11 +115,17 @@ impl Invalid {
     }
 }
 
-/// An event ready for the store: its envelope and where it goes upstream.
+/// An event ready for the store: its envelope, where it goes upstream, and
+/// the keys that make a repeat of it a duplicate.
 #[derive(Debug, Clone)]
 pub struct Normalised {
     pub envelope: Envelope,
     pub subject: String,
+    /// Dedupe keys, unique within the source: the sender's event id (for a
+    /// CloudEvent, its `source` and `id` together, which is what
+    /// CloudEvents makes unique), and for schemes that sign no timestamp
+    /// the digest of the signed body ([`SourceShape::body_key`]).
+    pub keys: Vec<String>,
 }
 
 /// How one source's requests become envelopes; built once at start.
@@ -133,6 +139,7 @@ pub struct SourceShape {
     time: Option<Place>,
     /// Allow-listed request headers and the extension each becomes.
     headers: Vec<(String, String)>,
+    by_body: bool,
 }
 
 impl SourceShape {
@@ -154,7 +161,17 @@ impl SourceShape {
                 .iter()
                 .map(|h| (h.to_ascii_lowercase(), header_extension(h)))
                 .collect(),
+            by_body: cfg.verify.dedupes_by_body(),
         })
+    }
+
+    /// The dedupe key of a webhook's raw body, for schemes whose signature
+    /// covers the body but neither a timestamp nor the id header: the same
+    /// signed body is a repeat whatever its unsigned headers say.
+    pub fn body_key(&self, raw: &[u8]) -> Option<String> {
+        use sha2::Digest;
+        self.by_body
+            .then(|| format!("\u{1}body\u{1}{}", hex::encode(sha2::Sha256::digest(raw))))
     }
 
     /// A webhook body becomes the `data` of a new event.
@@ -182,6 +199,7 @@ impl SourceShape {
         let fields = Fields {
             type_,
             time,
+            dedupe: key.clone().into_iter().collect(),
             key,
             datacontenttype: "application/json".into(),
             correlation: header(headers, "x-correlation-id").map(str::to_string),
@@ -236,10 +254,14 @@ impl SourceShape {
                 "data and data_base64 are mutually exclusive".into(),
             ));
         }
+        // CloudEvents makes source + id unique, not id alone: two kiosks
+        // may both send "scan-1".
+        let dedupe = vec![cloudevent_key(&origin, &id)];
         ev.insert("originsource".into(), Value::String(origin));
         let fields = Fields {
             type_,
             time,
+            dedupe,
             key: Some(id),
             datacontenttype,
             correlation,
@@ -283,7 +305,11 @@ impl SourceShape {
             extensions: f.extensions,
             data: f.data,
         };
-        Ok(Normalised { envelope, subject })
+        Ok(Normalised {
+            envelope,
+            subject,
+            keys: f.dedupe,
+        })
     }
 }
 
@@ -296,10 +322,17 @@ pub fn header_extension(name: &str) -> String {
         .collect()
 }
 
+/// The dedupe key of a CloudEvent: its source and id, length-prefixed so
+/// that no two pairs make the same key.
+fn cloudevent_key(source: &str, id: &str) -> String {
+    format!("\u{1}ce\u{1}{}\u{1}{source}{id}", source.len())
+}
+
 struct Fields {
     type_: String,
     time: OffsetDateTime,
     key: Option<String>,
+    dedupe: Vec<String>,
     datacontenttype: String,
     correlation: Option<String>,
     trace: Option<String>,

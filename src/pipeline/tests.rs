@@ -16,6 +16,8 @@ fn source(verify: Scheme) -> SourceConfig {
         type_: None,
         time: None,
         headers: vec![],
+        dedupe_ttl: None,
+        allow_unauthenticated: false,
     }
 }
 
@@ -128,5 +130,44 @@ fn invalid_cloudevents_are_refused() {
             ),
             "{ev}"
         );
+    }
+}
+
+#[test]
+fn cloudevents_are_keyed_by_source_and_id_together() {
+    let shape = SourceShape::new("n", "events", &source(Scheme::None)).unwrap();
+    let ce = |src: &str, id: &str| {
+        let ev = json!({"specversion": "1.0", "id": id, "source": src, "type": "kiosk.scan"});
+        shape
+            .from_cloudevent(&headers(&[]), ev, now())
+            .unwrap()
+            .keys
+    };
+    assert_ne!(ce("/kiosk/7", "scan-1"), ce("/kiosk/8", "scan-1"));
+    assert_eq!(ce("/kiosk/7", "scan-1"), ce("/kiosk/7", "scan-1"));
+    // The pair is length-prefixed: no other split of the same text collides.
+    assert_ne!(ce("/a", "b/c"), ce("/ab", "/c"));
+    assert_eq!(ce("/kiosk/7", "scan-1").len(), 1);
+}
+
+#[test]
+fn body_signed_schemes_without_timestamps_also_dedupe_by_body() {
+    for (scheme, by_body) in [
+        (Scheme::Github, true),
+        (Scheme::Shopify, true),
+        (Scheme::HmacSha256, true),
+        (Scheme::StandardWebhooks, false),
+        (Scheme::Stripe, false),
+        (Scheme::Slack, false),
+        (Scheme::Bearer, false),
+        (Scheme::None, false),
+    ] {
+        let shape = SourceShape::new("n", "events", &source(scheme)).unwrap();
+        let a = shape.body_key(b"{\"a\":1}");
+        assert_eq!(a.is_some(), by_body, "{scheme:?}");
+        if by_body {
+            assert_eq!(a, shape.body_key(b"{\"a\":1}"));
+            assert_ne!(a, shape.body_key(b"{\"a\":2}"));
+        }
     }
 }

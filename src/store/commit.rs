@@ -165,20 +165,18 @@ impl Committer {
     ) -> Result<Vec<Outcome>, StoreError> {
         let used = self.inner.backlog_bytes.load(Ordering::Relaxed);
         let mut out = Vec::with_capacity(events.len());
+        let mut full = false;
         for ev in events {
-            let idem_key = ev.key.as_ref().map(|(s, k)| idem_key(s, k));
-            if let Some(k) = &idem_key {
-                if let Some(id) = staged.keys.get(k) {
-                    out.push(Outcome::Duplicate { id: id.clone() });
-                    continue;
-                }
-                if let Some(id) = self.idem.lookup(k, now)? {
-                    out.push(Outcome::Duplicate { id });
-                    continue;
-                }
+            if let Some(id) = self.seen(staged, &ev.keys, now)? {
+                out.push(Outcome::Duplicate { id });
+                continue;
             }
             let size = ev.record.len() as u64;
-            if used + staged.bytes + size > self.inner.max_buffer {
+            // Once one event of a request is refused for quota, so are the
+            // rest: a smaller later event must not overtake it, since a
+            // request holds one source's events in order.
+            if full || used + staged.bytes + size > self.inner.max_buffer {
+                full = true;
                 out.push(Outcome::QuotaFull);
                 continue;
             }
@@ -187,20 +185,40 @@ impl Committer {
                 staged.marks.insert(key, ev.record.as_slice());
                 staged.marked = true;
             }
-            if let Some(k) = idem_key {
-                let (tree, value) = self.idem.entry(&ev.id, now)?;
+            let ttl = ev.dedupe_ttl.as_millis() as u64;
+            for k in ev.keys {
+                let (tree, value) = self.idem.entry(&ev.id, now, ttl)?;
                 staged
                     .idem
                     .get_or_insert_with(|| (tree, sled::Batch::default()))
                     .1
                     .insert(k.as_slice(), value);
-                staged.keys.insert(k, ev.id);
+                staged.keys.insert(k, ev.id.clone());
             }
             staged.bytes += size;
             staged.records.push(ev.record);
             out.push(Outcome::Accepted);
         }
         Ok(out)
+    }
+
+    /// The first event id of any of `keys` seen before (in this group or
+    /// within its TTL).
+    fn seen(
+        &self,
+        staged: &Staged,
+        keys: &[Vec<u8>],
+        now: u64,
+    ) -> Result<Option<String>, StoreError> {
+        for k in keys {
+            if let Some(id) = staged.keys.get(k) {
+                return Ok(Some(id.clone()));
+            }
+            if let Some(id) = self.idem.lookup(k, now)? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
     }
 
     fn durable(&mut self) -> Result<(), StoreError> {
@@ -298,14 +316,6 @@ fn chunks(records: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
         rest = &rest[n..];
     }
     out
-}
-
-fn idem_key(source: &str, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(source.len() + 1 + key.len());
-    k.extend_from_slice(source.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
 }
 
 fn io_error(msg: &str) -> StoreError {

@@ -58,13 +58,26 @@ pub enum StoreError {
 /// An event to persist.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    /// Source name and sender's idempotency key, when there is one.
-    pub key: Option<(String, String)>,
+    /// Dedupe keys ([`idem_key`]): the event is a duplicate when any of
+    /// them was seen within its TTL; when accepted, all are remembered.
+    pub keys: Vec<Vec<u8>>,
+    /// How long its keys are remembered (its source's `dedupe_ttl`).
+    pub dedupe_ttl: Duration,
     pub id: String,
     pub record: Vec<u8>,
     /// `local_first` subscriptions that match it: each gets a pending mark
     /// if (and only if) the event is accepted.
     pub local_first: Vec<String>,
+}
+
+/// A dedupe key as stored: the source's name, a NUL, then the key, so
+/// sources never share keys.
+pub fn idem_key(source: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(source.len() + 1 + key.len());
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
 }
 
 /// What became of one event handed to [`Store::persist`].
@@ -130,7 +143,8 @@ struct Inner {
 
 impl Store {
     /// Opens (or creates) the store and starts its committer thread.
-    pub fn open(cfg: &NodeConfig) -> Result<Store, StoreError> {
+    /// `max_dedupe_ttl` is the longest TTL any source's keys are kept for.
+    pub fn open(cfg: &NodeConfig, max_dedupe_ttl: Duration) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         // sled's own background flusher is off: the committer is the one
         // place that flushes, which also avoids sled#1308 (concurrent
@@ -163,7 +177,7 @@ impl Store {
             false => None,
         };
         let (tx, rx) = mpsc::channel(4096);
-        let worker = commit::Committer::new(inner.clone(), durability, cfg.dedupe_ttl.0)?;
+        let worker = commit::Committer::new(inner.clone(), durability, max_dedupe_ttl)?;
         let handle = std::thread::Builder::new()
             .name("jetedge-committer".into())
             .spawn(move || worker.run(rx))?;

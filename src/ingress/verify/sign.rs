@@ -91,6 +91,8 @@ mod tests {
                 type_: None,
                 time: None,
                 headers: vec![],
+                dedupe_ttl: None,
+                allow_unauthenticated: false,
             };
             let v = Verifier::new(
                 &cfg,

@@ -1,7 +1,7 @@
 //! The `jetedge check` command as an operator runs it: exit 0 for a valid
 //! config, 2 with every problem and its key path for an invalid one.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use support::TempDir;

@@ -3,7 +3,7 @@
 //! (checking signatures with the reference Standard Webhooks library) and
 //! real NATS subscribers.
 
-mod support;
+use crate::support;
 
 use async_nats::jetstream;
 use futures::StreamExt;

@@ -2,7 +2,7 @@
 //! everything in the stream exactly once, in order per source, with the
 //! envelope and headers DESIGN.md specifies; and offline buffering.
 
-mod support;
+use crate::support;
 
 use jetedge::Node;
 use std::time::Duration;

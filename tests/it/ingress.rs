@@ -1,7 +1,7 @@
 //! Every bad input gets its status code and JSON error body, is counted, and
 //! the node keeps serving. Upstream is absent here: ingest does not need it.
 
-mod support;
+use crate::support;
 
 use jetedge::Node;
 use serde_json::json;

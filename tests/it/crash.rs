@@ -6,7 +6,7 @@
 //! (connection refused or reset) is retried with the same webhook id until
 //! it is answered 202 (stored) or 200 (stored before, answer lost).
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! forwarding: nothing is lost and nothing is doubled. (Order per source is
 //! not promised across a leader change; see ARCHITECTURE.md.)
 
-mod support;
+use crate::support;
 
 use jetedge::Node;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The admin listener as an operator's tools see it: the bearer token, the
 //! routes and their error answers, forwarder pause/resume and metrics.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::nats::NatsServer;

@@ -1,7 +1,7 @@
 //! NATS ingest on the site's own server: request/reply answers like HTTP,
 //! only once the event is durable; fire-and-forget publishes are kept too.
 
-mod support;
+use crate::support;
 
 use futures::StreamExt;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 //! redacted event's bytes on disk (every file of the sled store) and its
 //! upstream message hold no raw personal data.
 
-mod support;
+use crate::support;
 
 use jetedge::Node;
 use serde_json::json;

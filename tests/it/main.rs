@@ -1,0 +1,18 @@
+//! The integration tests: one binary (each extra file under `tests/` would
+//! link the whole crate again), one module per area, the harness in
+//! `support/`. Every test drives real sockets against real nats-server
+//! processes.
+
+mod support;
+
+mod admin;
+mod cli;
+mod crash;
+mod dedupe;
+mod egress;
+mod failover;
+mod filter_redact;
+mod forward;
+mod ingress;
+mod local_ingest;
+mod redaction;
