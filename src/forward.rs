@@ -155,7 +155,9 @@ impl Forwarder {
         let mut done = Vec::with_capacity(REMOVE_BATCH);
         let mut cursor = None;
         let mut failure: Option<String> = None;
-        let mut unsynced = false;
+        // Removals queued by an earlier pump are applied before the outbox
+        // is read again, so nothing acknowledged is sent twice.
+        self.store.sync().await?;
         loop {
             let stopping = self.shutdown.is_cancelled() || *self.paused.borrow();
             let room = window - inflight.len();
@@ -175,18 +177,12 @@ impl Forwarder {
                 }
             }
             if inflight.is_empty() {
-                unsynced |= !done.is_empty();
-                self.remove(&mut done)?;
+                self.remove(&mut done).await?;
                 if let Some(e) = failure {
                     return Err(ForwardError::Publish(e));
                 }
                 if stopping {
                     return Ok(());
-                }
-                if unsynced && self.store.backlog().0 == 0 {
-                    // Idle: make the removals durable, so a restart does not resend them.
-                    let _ = self.store.sync().await;
-                    unsynced = false;
                 }
                 tokio::select! {
                     _ = self.store.wait_for_data(Duration::from_secs(1)) => {}
@@ -221,7 +217,7 @@ impl Forwarder {
                 }
             }
             if done.len() >= REMOVE_BATCH {
-                self.remove(&mut done)?;
+                self.remove(&mut done).await?;
             }
         }
     }
@@ -260,12 +256,11 @@ impl Forwarder {
         }
     }
 
-    fn remove(&self, done: &mut Vec<Forwarded>) -> Result<(), ForwardError> {
+    async fn remove(&self, done: &mut Vec<Forwarded>) -> Result<(), ForwardError> {
         if !done.is_empty() {
-            self.store.remove_forwarded(done)?;
             let events = done.iter().map(|d| d.events).sum();
+            self.store.remove_forwarded(std::mem::take(done)).await?;
             Metrics::add(&self.metrics.events_forwarded, events);
-            done.clear();
         }
         Ok(())
     }

@@ -234,6 +234,13 @@ impl NodeHandle {
         *self.link.borrow()
     }
 
+    /// Resolves with the reason if the store fails (a write that could not
+    /// be made durable): the node must then stop, and a restart recovers
+    /// from what is on disk.
+    pub async fn failed(&self) -> String {
+        self.store.failed().await
+    }
+
     /// Holds (`true`) or resumes (`false`) forwarding; ingest goes on either way.
     pub fn pause_forwarding(&self, paused: bool) {
         self.pause.send_replace(paused);

@@ -130,9 +130,16 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let node = jetedge::Node::start(cfg)
         .await
         .context("the node could not start")?;
-    wait_for_signal().await;
+    let failure = tokio::select! {
+        _ = wait_for_signal() => None,
+        reason = node.failed() => Some(reason),
+    };
     node.shutdown().await;
-    Ok(())
+    match failure {
+        // A non-zero exit, so that the service manager restarts the node.
+        Some(reason) => Err(anyhow::anyhow!("stopped after a storage failure: {reason}")),
+        None => Ok(()),
+    }
 }
 
 async fn wait_for_signal() {

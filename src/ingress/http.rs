@@ -163,11 +163,16 @@ impl Server {
     }
 
     fn readyz(&self) -> Response<Full<Bytes>> {
-        let (events, bytes) = self.ingest.store().backlog();
+        let store = self.ingest.store();
+        let (events, bytes) = store.backlog();
         // Ready while offline: buffering is the job.
+        let (status, ready, state) = match store.is_failed() {
+            false => (StatusCode::OK, "ready", "open"),
+            true => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "failed"),
+        };
         json_response(
-            StatusCode::OK,
-            json!({"status": "ready", "store": "open", "upstream": self.link.borrow().as_str(),
+            status,
+            json!({"status": ready, "store": state, "upstream": self.link.borrow().as_str(),
                    "backlog_events": events, "backlog_bytes": bytes}),
         )
     }

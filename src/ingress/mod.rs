@@ -288,6 +288,10 @@ fn to_new_event(
 fn unavailable(e: StoreError) -> Rejection {
     match e {
         StoreError::Closed => Rejection::Unavailable("the node is shutting down".into()),
+        // Logged once, where it happened.
+        StoreError::Failed(_) => Rejection::Unavailable(
+            "the store failed to write to disk; the node is stopping to recover".into(),
+        ),
         other => {
             tracing::error!(error = %other, "persisting events failed");
             Rejection::Unavailable("storage error; retry later".into())

@@ -34,13 +34,19 @@ const MAX_BATCH_BYTES: usize = 64 << 10;
 pub(super) enum Request {
     Persist {
         events: Vec<NewEvent>,
-        reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+        reply: Reply<Vec<Outcome>>,
     },
     Sync {
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: Reply<()>,
+    },
+    /// Outbox batches upstream acknowledged.
+    Remove {
+        done: Vec<super::Forwarded>,
     },
     /// Commit everything queued before this, flush, and end the thread.
-    Stop { reply: oneshot::Sender<()> },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 pub(super) struct Committer {
@@ -65,6 +71,7 @@ impl Committer {
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut stop = None;
+        let mut failed = false;
         while let Some(first) = rx.blocking_recv() {
             let mut group = Vec::new();
             let mut next = Some(first);
@@ -78,13 +85,19 @@ impl Committer {
                 }
                 next = rx.try_recv().ok();
             }
-            self.commit_group(group);
+            if let Err(e) = self.commit_group(group) {
+                self.fail(&e);
+                failed = true;
+                break;
+            }
             if stop.is_some() {
                 break;
             }
         }
-        if let Err(e) = self.durable() {
-            tracing::error!(error = %e, "final flush of the store failed");
+        if !failed {
+            if let Err(e) = self.durable() {
+                self.fail(&e);
+            }
         }
         // Requests still queued are dropped with `rx`: their callers see `Closed`.
         drop(rx);
@@ -93,65 +106,97 @@ impl Committer {
         }
     }
 
-    fn commit_group(&mut self, group: Vec<Request>) {
-        let mut outcomes = Vec::with_capacity(group.len());
-        let mut syncs = Vec::new();
-        let mut staged = Staged::default();
-        let mut failed = None;
+    /// A write that may not be on disk is where databases stop: sled keeps
+    /// an I/O error of its log writer until restart, and what the failed
+    /// group left in sled's memory (keys, batches) must not answer anyone.
+    /// The store takes nothing more; the node exits, and a restart
+    /// recovers what is on disk.
+    fn fail(&self, e: &StoreError) {
+        tracing::error!(error = %e, "the store could not make a write durable; it takes no more \
+            events and the node stops, so that a restart recovers from what is on disk");
+        self.inner.fatal.send_replace(Some(e.to_string()));
+    }
+
+    /// Commits one group and answers its waiters. An error here is fatal
+    /// for the store (see [`Committer::fail`]); every waiter gets it.
+    fn commit_group(&mut self, group: Vec<Request>) -> Result<(), StoreError> {
+        let mut waiters = Waiters::default();
+        let result = self.try_commit(group, &mut waiters);
+        match &result {
+            Ok(()) => waiters.succeed(),
+            Err(e) => waiters.fail(&e.to_string()),
+        }
+        result
+    }
+
+    fn try_commit(&mut self, group: Vec<Request>, w: &mut Waiters) -> Result<(), StoreError> {
         let now = now_ms();
+        let mut removals = Vec::new();
+        let mut persists = Vec::new();
         for req in group {
             match req {
-                Request::Persist { events, reply } => match self.stage(&mut staged, events, now) {
-                    Ok(out) => outcomes.push((reply, out)),
-                    Err(e) => {
-                        failed.get_or_insert(e.to_string());
-                        let _ = reply.send(Err(e));
-                    }
-                },
-                Request::Sync { reply } => syncs.push(reply),
+                Request::Persist { events, reply } => {
+                    w.persists.push((reply, Vec::new()));
+                    persists.push(events);
+                }
+                Request::Sync { reply } => w.syncs.push(reply),
+                Request::Remove { done } => removals.extend(done),
                 Request::Stop { .. } => unreachable!("run() takes Stop out of the group"),
             }
         }
-        let marked = staged.marked;
-        let written = staged
-            .apply(&self.inner)
-            .and_then(|n| self.durable().map(|()| n));
-        match written {
-            Ok((events, bytes, last_seq)) => {
-                self.inner
-                    .backlog_events
-                    .fetch_add(events, Ordering::Relaxed);
-                self.inner.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
-                if events > 0 {
-                    // Only now may the forwarder see these batches: a
-                    // publish of an event that a crash then loses would
-                    // leave upstream a copy the sender's retry doubles.
-                    self.inner
-                        .durable_seq
-                        .fetch_max(last_seq, Ordering::Release);
-                    self.inner.new_data.notify_one();
-                }
-                if marked {
-                    self.inner.local_first_gen.send_modify(|g| *g += 1);
-                }
-                for (reply, out) in outcomes {
-                    let _ = reply.send(Ok(out));
-                }
-                for reply in syncs {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "committing a batch failed; its requests get an error");
-                let msg = e.to_string();
-                for (reply, _) in outcomes {
-                    let _ = reply.send(Err(io_error(&msg)));
-                }
-                for reply in syncs {
-                    let _ = reply.send(Err(io_error(&msg)));
-                }
-            }
+        // Removals first: they were queued before the persists of this
+        // group, and the room they free counts for the quota.
+        self.remove(&removals)?;
+        let mut staged = Staged::default();
+        for (events, (_, out)) in persists.into_iter().zip(&mut w.persists) {
+            *out = self.stage(&mut staged, events, now)?;
         }
+        let marked = staged.marked;
+        let (events, bytes, last_seq) = staged.apply(&self.inner)?;
+        self.durable()?;
+        self.inner
+            .backlog_events
+            .fetch_add(events, Ordering::Relaxed);
+        self.inner.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if events > 0 {
+            // Only now may the forwarder see these batches: a publish of an
+            // event that a crash then loses would leave upstream a copy the
+            // sender's retry doubles.
+            self.inner
+                .durable_seq
+                .fetch_max(last_seq, Ordering::Release);
+            self.inner.new_data.notify_one();
+        }
+        if marked {
+            self.inner.local_first_gen.send_modify(|g| *g += 1);
+        }
+        Ok(())
+    }
+
+    /// Applies acknowledged removals (made durable by the group's flush).
+    fn remove(&mut self, done: &[super::Forwarded]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for d in done {
+            batch.remove(&d.seq.to_be_bytes());
+        }
+        self.inner.outbox.apply_batch(batch)?;
+        let sub = |c: &std::sync::atomic::AtomicU64, n: u64| {
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+        };
+        sub(
+            &self.inner.backlog_events,
+            done.iter().map(|d| d.events).sum(),
+        );
+        sub(
+            &self.inner.backlog_bytes,
+            done.iter().map(|d| d.bytes).sum(),
+        );
+        Ok(())
     }
 
     /// Decides each event's outcome and stages its writes. Dedupe is exact
@@ -226,7 +271,37 @@ impl Committer {
         if let Some(d) = &mut self.durability {
             d.sync()?;
         }
+        self.inner.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Who waits for a group: each persist with its outcomes, and syncs.
+#[derive(Default)]
+struct Waiters {
+    persists: Vec<(Reply<Vec<Outcome>>, Vec<Outcome>)>,
+    syncs: Vec<Reply<()>>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+impl Waiters {
+    fn succeed(self) {
+        for (reply, out) in self.persists {
+            let _ = reply.send(Ok(out));
+        }
+        for reply in self.syncs {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    fn fail(self, msg: &str) {
+        for (reply, _) in self.persists {
+            let _ = reply.send(Err(StoreError::Failed(msg.to_string())));
+        }
+        for reply in self.syncs {
+            let _ = reply.send(Err(StoreError::Failed(msg.to_string())));
+        }
     }
 }
 

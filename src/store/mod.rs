@@ -51,6 +51,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the store is closed")]
     Closed,
+    /// A write could not be made durable; the store takes nothing more.
+    #[error("the store failed: {0}")]
+    Failed(String),
     #[error("corrupt outbox record at {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
 }
@@ -138,6 +141,10 @@ struct Inner {
     max_buffer: u64,
     /// Wakes the forwarder when new events are durable.
     new_data: Notify,
+    /// Flushes the committer made (each one fdatasync'd with `node.fsync`).
+    flushes: AtomicU64,
+    /// Set once a write could not be made durable (see `commit.rs`).
+    fatal: tokio::sync::watch::Sender<Option<String>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -169,6 +176,8 @@ impl Store {
             durable_seq: AtomicU64::new(0),
             max_buffer: cfg.max_buffer.0,
             new_data: Notify::new(),
+            flushes: AtomicU64::new(0),
+            fatal: tokio::sync::watch::Sender::new(None),
             committer: Mutex::new(None),
         });
         inner.recount()?;
@@ -270,20 +279,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Drops outbox batches that upstream acknowledged. Only the forwarder calls this.
-    pub fn remove_forwarded(&self, done: &[Forwarded]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for d in done {
-            batch.remove(&d.seq.to_be_bytes());
-        }
-        self.inner.outbox.apply_batch(batch)?;
-        let events: u64 = done.iter().map(|d| d.events).sum();
-        let bytes: u64 = done.iter().map(|d| d.bytes).sum();
-        self.inner
-            .backlog_events
-            .fetch_sub(events, Ordering::Relaxed);
-        self.inner.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        Ok(())
+    /// Drops outbox batches that upstream acknowledged. Only the forwarder
+    /// calls this. The removal is handed to the committer, which applies
+    /// it in order with everything else and makes it durable with its very
+    /// next flush (so a crash resends at most what was acknowledged in the
+    /// last few milliseconds, well inside any duplicate window); a later
+    /// [`Store::sync`] returns once it is on disk.
+    pub async fn remove_forwarded(&self, done: Vec<Forwarded>) -> Result<(), StoreError> {
+        self.requests
+            .send(commit::Request::Remove { done })
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Keeps a copy of an event upstream can never take (under `corrupt`,
@@ -313,6 +319,27 @@ impl Store {
     /// Resolves when new events may be in the outbox (or after `max_wait`).
     pub async fn wait_for_data(&self, max_wait: Duration) {
         let _ = tokio::time::timeout(max_wait, self.inner.new_data.notified()).await;
+    }
+
+    /// Resolves with the reason once the store has failed (a write that
+    /// could not be made durable); never resolves otherwise.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.inner.fatal.subscribe();
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        };
+        reason
+    }
+
+    /// Flushes (group commits) made so far.
+    pub fn flushes(&self) -> u64 {
+        self.inner.flushes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the store has failed.
+    pub fn is_failed(&self) -> bool {
+        self.inner.fatal.borrow().is_some()
     }
 
     /// Events and bytes waiting for upstream.

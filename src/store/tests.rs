@@ -82,7 +82,8 @@ async fn accepted_events_come_back_in_order_after_reopen() {
     let more = store.persist(vec![event(None, "d", 10)]).await.unwrap();
     assert_eq!(more, vec![Outcome::Accepted]);
     store
-        .remove_forwarded(&[pending[2].batch_done.unwrap()])
+        .remove_forwarded(vec![pending[2].batch_done.unwrap()])
+        .await
         .unwrap();
     let ids: Vec<_> = store
         .pending(None, 10)
@@ -176,7 +177,8 @@ async fn the_quota_refuses_what_does_not_fit_and_frees_after_forwarding() {
     );
     let first = store.pending(None, 2).unwrap().remove(1);
     store
-        .remove_forwarded(&[first.batch_done.unwrap()])
+        .remove_forwarded(vec![first.batch_done.unwrap()])
+        .await
         .unwrap();
     assert_eq!(
         store.persist(vec![event(None, "c", big)]).await.unwrap(),
@@ -327,5 +329,35 @@ async fn dead_letters_survive_a_reopen_and_can_be_updated_and_purged() {
     assert!(store.dead_letter_remove(first).await.unwrap());
     assert!(!store.dead_letter_remove(first).await.unwrap());
     assert_eq!(store.dead_letter_count(), 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_removal_is_flushed_and_synced_without_anyone_asking() {
+    let dir = tempdir("removal-durable");
+    let store = open(&cfg(&dir));
+    let events = (0..100)
+        .map(|i| event(None, &format!("e{i}"), 500))
+        .collect();
+    store.persist(events).await.unwrap();
+    let last = store.pending(None, 100).unwrap().pop().unwrap();
+    let flushes = store.flushes();
+    store
+        .remove_forwarded(vec![last.batch_done.unwrap()])
+        .await
+        .unwrap();
+    // The committer applies the removal and makes it durable by itself:
+    // a power cut now must not bring the events back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while store.flushes() == flushes || store.backlog().0 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removal was never flushed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    store.close().await;
+    let store = open(&cfg(&dir));
+    assert_eq!(store.backlog().0, 0);
     store.close().await;
 }

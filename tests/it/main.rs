@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod crash;
 mod dedupe;
+mod durability;
 mod egress;
 mod failover;
 mod filter_redact;

@@ -90,6 +90,34 @@ impl Binary {
         assert!(code.success(), "jetedge exited with {code} after SIGTERM");
     }
 
+    /// Waits up to `timeout` for the node to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let c = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A JSON document from the admin listener (loopback, no token).
+    pub fn admin_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = blocking_get(self.admin_port, path).expect("admin listener");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     pub fn kill9(&mut self) {
         let mut c = self.child.take().expect("running");
         c.kill().unwrap(); // SIGKILL: no shutdown path runs

@@ -1,0 +1,154 @@
+//! What a crash or a failing disk leaves behind: removals of forwarded
+//! events are durable while a backlog drains, and a write that cannot be
+//! made durable stops the node instead of answering for events that are
+//! not on disk.
+
+use crate::support;
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::http::Client;
+use support::nats::{jetstream, read_stream, NatsServer};
+use support::node::Binary;
+use support::tmpfs::Tmpfs;
+use support::{node_config, TempDir};
+
+/// A batch of `n` CloudEvents of about `pad` bytes each, ids `{tag}-{i}`.
+fn batch(tag: &str, n: usize, pad: usize) -> Vec<u8> {
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"specversion": "1.0", "id": format!("{tag}-{i}"), "source": "/kiosk/1",
+                   "type": "kiosk.scan", "data": {"data": {"source": tag, "n": i}, "pad": "x".repeat(pad)}})
+        })
+        .collect();
+    serde_json::to_vec(&events).unwrap()
+}
+
+fn batch_headers() -> Vec<(String, String)> {
+    vec![(
+        "content-type".into(),
+        "application/cloudevents-batch+json".into(),
+    )]
+}
+
+fn statuses(r: &support::http::Reply) -> Vec<u64> {
+    r.body["results"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["http_status"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+fn backlog(node: &Binary) -> u64 {
+    node.admin_json("/admin/status")["backlog"]["events"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_of_forwarded_events_survive_a_kill_9_in_the_middle_of_a_drain() {
+    let mut upstream = NatsServer::start();
+    upstream.stop();
+    let dir = TempDir::new("removals");
+    let text = node_config(&dir.path().join("data"), &[upstream.url()])
+        .replace("max_body = \"64KiB\"", "max_body = \"1MiB\"");
+    let mut node = Binary::configured(dir.path(), &text);
+    tokio::task::block_in_place(|| node.start());
+    let c = Client::new(([127, 0, 0, 1], node.port).into());
+    // 40,000 events buffered offline; no ingest from here on, so nothing
+    // else makes the removals durable.
+    for b in 0..80 {
+        let r = c
+            .post(
+                "/v1/events",
+                &batch_headers(),
+                batch(&format!("b{b}"), 500, 100),
+            )
+            .await;
+        assert_eq!(statuses(&r), vec![202; 500], "{:?}", r.body);
+    }
+    upstream.restart();
+    // Cut upstream again while the backlog drains.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = tokio::task::block_in_place(|| backlog(&node));
+        if left < 36_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the drain never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    upstream.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = tokio::task::block_in_place(|| backlog(&node));
+    assert!(before > 0, "the drain finished before upstream was cut");
+    node.kill9();
+    tokio::task::block_in_place(|| node.start());
+    let after = tokio::task::block_in_place(|| backlog(&node));
+    assert_eq!(
+        after, before,
+        "a restart must not bring back events whose removal was acknowledged"
+    );
+    // And the rest still arrives, once.
+    upstream.restart();
+    let js = jetstream(&[upstream.url()]).await;
+    let msgs = read_stream(&js, "EDGE", 40_000, Duration::from_secs(120)).await;
+    assert_eq!(msgs.len(), 40_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_disk_refuses_stops_the_node_and_its_retry_is_accepted_not_a_duplicate() {
+    let Some(fs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let mut upstream = NatsServer::start();
+    upstream.stop();
+    let dir = TempDir::new("disk-fails");
+    let text = node_config(&fs.path().join("data"), &[upstream.url()]);
+    let mut node = Binary::configured(dir.path(), &text);
+    tokio::task::block_in_place(|| node.start());
+    let c = Client::new(([127, 0, 0, 1], node.port).into());
+
+    // Fill the disk until the store cannot write.
+    let mut accepted = 0;
+    let mut refused = None;
+    for b in 0..1_000 {
+        let tag = format!("b{b}");
+        match c
+            .try_post("/v1/events", &batch_headers(), batch(&tag, 50, 1000))
+            .await
+        {
+            Ok(r) if statuses(&r) == vec![202; 50] => accepted += 50,
+            Ok(r) => {
+                assert_eq!(r.status, 503, "{r:?}");
+                refused = Some(tag);
+                break;
+            }
+            Err(e) => panic!("the node went away before answering: {e}"),
+        }
+    }
+    let refused = refused.expect("the disk never filled");
+    // The node stops by itself, non-zero, so that it is restarted.
+    let exit = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(20)))
+        .expect("the node kept running after its store failed");
+    assert!(!exit.success(), "exit status {exit}");
+    assert!(node.log().contains("could not make a write durable"));
+
+    // Space comes back; after a restart the refused batch is new, not a
+    // duplicate of events that never reached the disk.
+    fs.resize("64m");
+    tokio::task::block_in_place(|| node.start());
+    let r = c
+        .post("/v1/events", &batch_headers(), batch(&refused, 50, 1000))
+        .await;
+    assert_eq!(statuses(&r), vec![202; 50], "{r:?}");
+    upstream.restart();
+    let js = jetstream(&[upstream.url()]).await;
+    let msgs = read_stream(&js, "EDGE", accepted + 50, Duration::from_secs(60)).await;
+    let ids: std::collections::HashSet<String> = msgs
+        .iter()
+        .map(|m| m.json()["idempotencykey"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), accepted + 50, "every accepted event, once");
+    assert_eq!(msgs.len(), ids.len(), "no event twice");
+    assert!(ids.contains(&format!("{refused}-49")));
+}
