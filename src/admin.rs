@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +34,12 @@ pub struct Admin {
     pub upstream: watch::Receiver<LinkState>,
     pub local: Option<watch::Receiver<LinkState>>,
     pub pause: Arc<watch::Sender<bool>>,
+    /// Why upstream refuses every event, while it does.
+    pub held: Arc<std::sync::Mutex<Option<String>>>,
     pub egress: Arc<Egress>,
+    /// Host names (besides IP addresses and `localhost`) a request may be
+    /// addressed to: `[admin] hosts`.
+    pub hosts: Vec<String>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -81,6 +85,10 @@ enum Fail {
     MethodNotAllowed,
     #[error("no dead letter {0}")]
     NotFound(u64),
+    #[error("no parked event {0}")]
+    NoParked(u64),
+    #[error("the buffer is full; replay later")]
+    BufferFull,
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error(transparent)]
@@ -92,9 +100,10 @@ impl Fail {
         let (status, code) = match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::NotFound(_) | Self::Replay(ReplayError::NotFound(_)) => {
+            Self::NotFound(_) | Self::NoParked(_) | Self::Replay(ReplayError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
+            Self::BufferFull => (StatusCode::SERVICE_UNAVAILABLE, "buffer_full"),
             Self::Replay(ReplayError::NoSubscription { .. }) => {
                 (StatusCode::CONFLICT, "subscription_not_configured")
             }
@@ -109,6 +118,9 @@ impl Fail {
 
 impl Admin {
     async fn handle(&self, req: Request<Incoming>) -> Resp {
+        if let Err(refusal) = self.same_site(&req) {
+            return error_response(StatusCode::FORBIDDEN, refusal.0, &refusal.1);
+        }
         if !self.authorized(&req) {
             return error_response(
                 StatusCode::UNAUTHORIZED,
@@ -160,6 +172,18 @@ impl Admin {
             (&Method::POST, ["dlq", id, "replay"]) => {
                 json!(self.egress.replay(parse_id(id)?).await?)
             }
+            (&Method::GET, ["parked"]) => self.list_parked(query)?,
+            (&Method::GET, ["parked", id]) => self.show_parked(parse_id(id)?)?,
+            (&Method::POST, ["parked", "replay"]) => self.replay_parked_all().await?,
+            (&Method::POST, ["parked", id, "replay"]) => self.replay_parked(parse_id(id)?).await?,
+            (&Method::DELETE, ["parked"]) => json!({"purged": self.store.parked_purge().await?}),
+            (&Method::DELETE, ["parked", id]) => {
+                let id = parse_id(id)?;
+                if !self.store.parked_remove(id).await? {
+                    return Err(Fail::NoParked(id));
+                }
+                json!({"id": id, "status": "deleted"})
+            }
             (&Method::POST, ["forwarder", action]) => {
                 let paused = *action == "pause";
                 self.pause.send_replace(paused);
@@ -168,6 +192,32 @@ impl Admin {
             }
             _ => return Err(Fail::MethodNotAllowed),
         })
+    }
+
+    /// Refuses requests a web page could make on an operator's behalf:
+    /// a `Host` that is a name nobody configured (DNS rebinding: a
+    /// hostile name resolving to this address), or a write whose `Origin`
+    /// is another site (a "simple" cross-site POST needs no preflight).
+    fn same_site(&self, req: &Request<Incoming>) -> Result<(), (&'static str, String)> {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let host = header(hyper::header::HOST).unwrap_or("");
+        if !host.is_empty() && !host_allowed(host_name(host), &self.hosts) {
+            return Err((
+                "host_not_allowed",
+                format!("requests must be addressed to an IP address, localhost or [admin] hosts, not {host:?}"),
+            ));
+        }
+        let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
+        if let Some(origin) = header(hyper::header::ORIGIN).filter(|_| writes) {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+            if origin == "null" || origin_host != host {
+                return Err((
+                    "cross_origin",
+                    format!("a write from origin {origin:?} is refused; use the jetedge CLI or the API directly"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -180,7 +230,7 @@ impl Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+        crate::config::token_eq(given.as_bytes(), token.as_bytes())
     }
 
     pub fn status(&self) -> Value {
@@ -199,6 +249,8 @@ impl Admin {
                 "duplicate": Metrics::get(&self.metrics.events_duplicate),
             },
             "dlq": self.store.dead_letter_count(),
+            "parked": self.store.parked_count(),
+            "upstream_refusal": *self.held.lock().expect("held"),
             "subscriptions": self.egress.status(),
         })
     }
@@ -209,6 +261,7 @@ impl Admin {
         text.push_str(&crate::metrics::render_egress(
             &self.egress.status(),
             self.store.dead_letter_count(),
+            self.store.parked_count(),
         ));
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(
@@ -262,6 +315,55 @@ impl Admin {
         Ok(v)
     }
 
+    fn list_parked(&self, query: Option<&str>) -> Result<Value, Fail> {
+        let num = |name| query_param(query, name).map(|v| v.parse::<u64>());
+        let (Ok(after), Ok(limit)) = (num("after").transpose(), num("limit").transpose()) else {
+            return Err(Fail::BadRequest("after and limit must be whole numbers"));
+        };
+        let limit = limit.map_or(100, |l| l as usize).clamp(1, MAX_PAGE);
+        let page = self.store.parked(after, limit)?;
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|p| p.seq))
+            .flatten();
+        let entries: Vec<Value> = page.iter().map(parked_summary).collect();
+        Ok(json!({"entries": entries, "next_after": next}))
+    }
+
+    fn show_parked(&self, id: u64) -> Result<Value, Fail> {
+        let p = self.store.parked_get(id)?.ok_or(Fail::NoParked(id))?;
+        let mut v = parked_summary(&p);
+        v["event"] = serde_json::from_slice(&p.record.payload)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&p.record.payload)));
+        Ok(v)
+    }
+
+    /// Puts a parked event back at the end of the outbox.
+    async fn replay_parked(&self, id: u64) -> Result<Value, Fail> {
+        match self.store.unpark(id).await? {
+            None => Err(Fail::NoParked(id)),
+            Some(crate::store::Outcome::Accepted) => {
+                tracing::info!(parked = id, "parked event put back in the outbox");
+                Ok(json!({"id": id, "status": "requeued"}))
+            }
+            Some(_) => Err(Fail::BufferFull),
+        }
+    }
+
+    async fn replay_parked_all(&self) -> Result<Value, Fail> {
+        let mut requeued = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.parked(after, 256)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            for p in page {
+                self.replay_parked(p.seq).await?;
+                requeued.push(p.seq);
+            }
+        }
+        Ok(json!({"requeued": requeued.len(), "ids": requeued}))
+    }
+
     /// A page for people: the status, readable without tools.
     fn page(&self) -> Resp {
         let status = serde_json::to_string_pretty(&self.status()).unwrap_or_default();
@@ -285,8 +387,41 @@ impl Admin {
 fn known(route: &[&str]) -> bool {
     matches!(
         route,
-        ["status" | "dlq"] | ["dlq", _] | ["dlq", _, "replay"] | ["forwarder", "pause" | "resume"]
+        ["status" | "dlq" | "parked"]
+            | ["dlq" | "parked", _]
+            | ["dlq" | "parked", _, "replay"]
+            | ["forwarder", "pause" | "resume"]
     )
+}
+
+/// The host of a `Host` header, without its port.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// IP literals and `localhost` cannot be rebound by a hostile DNS name.
+fn host_allowed(name: &str, hosts: &[String]) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// A parked event as listed.
+fn parked_summary(p: &crate::store::Parked) -> Value {
+    json!({
+        "id": p.seq,
+        "reason": p.meta.reason,
+        "error": p.meta.error,
+        "parked_at": p.meta.parked_at,
+        "times": p.meta.times,
+        "event_id": p.record.id,
+        "subject": p.record.subject,
+        "type": p.record.type_,
+        "source": p.record.source,
+    })
 }
 
 /// A dead letter as listed.

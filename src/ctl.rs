@@ -77,6 +77,125 @@ impl Which {
     }
 }
 
+#[derive(clap::Args)]
+pub struct ParkedArgs {
+    #[command(flatten)]
+    pub common: AdminArgs,
+    #[command(subcommand)]
+    pub action: ParkedAction,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ParkedAction {
+    /// List parked events (upstream refused them for good), oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one parked event with its envelope.
+    Show { id: u64 },
+    /// Put parked events back at the end of the outbox (after fixing the
+    /// cause: the stream's subjects or limits).
+    Replay {
+        #[command(flatten)]
+        which: AllOrOne,
+    },
+    /// Delete parked events.
+    Purge {
+        #[command(flatten)]
+        which: AllOrOne,
+    },
+}
+
+/// One entry by id, or all of them.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct AllOrOne {
+    /// An entry's id (from `list`).
+    id: Option<u64>,
+    /// Every entry.
+    #[arg(long)]
+    all: bool,
+}
+
+impl AllOrOne {
+    fn path(&self, base: &str, suffix: &str) -> String {
+        match self.id {
+            Some(id) => format!("{base}/{id}{suffix}"),
+            None => format!("{base}{suffix}"),
+        }
+    }
+}
+
+#[tokio::main]
+pub async fn parked(cfg: &Config, args: &ParkedArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    let v = match &args.action {
+        ParkedAction::List { limit } => {
+            let v = call(
+                cfg,
+                common,
+                Method::GET,
+                &format!("/admin/parked?limit={limit}"),
+            )
+            .await?;
+            if !common.json {
+                print_parked(&v);
+                return Ok(());
+            }
+            v
+        }
+        ParkedAction::Show { id } => {
+            call(cfg, common, Method::GET, &format!("/admin/parked/{id}")).await?
+        }
+        ParkedAction::Replay { which } => {
+            call(
+                cfg,
+                common,
+                Method::POST,
+                &which.path("/admin/parked", "/replay"),
+            )
+            .await?
+        }
+        ParkedAction::Purge { which } => {
+            call(
+                cfg,
+                common,
+                Method::DELETE,
+                &which.path("/admin/parked", ""),
+            )
+            .await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+fn print_parked(v: &Value) {
+    let entries = v["entries"].as_array().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        println!("no parked events");
+        return;
+    }
+    println!(
+        "{:>20}  {:<10} {:<36} {:<32} error",
+        "id", "reason", "event id", "subject"
+    );
+    for e in entries {
+        println!(
+            "{:>20}  {:<10} {:<36} {:<32} {}",
+            e["id"],
+            e["reason"].as_str().unwrap_or(""),
+            e["event_id"].as_str().unwrap_or(""),
+            e["subject"].as_str().unwrap_or(""),
+            e["error"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(next) = v["next_after"].as_u64() {
+        println!("(more after {next})");
+    }
+}
+
 #[tokio::main]
 pub async fn status(cfg: &Config, args: &AdminArgs) -> anyhow::Result<()> {
     let v = call(cfg, args, Method::GET, "/admin/status").await?;
@@ -92,13 +211,17 @@ pub async fn status(cfg: &Config, args: &AdminArgs) -> anyhow::Result<()> {
         v["forwarding"].as_str().unwrap_or("?")
     );
     println!(
-        "backlog {} events ({} bytes)  accepted {}  forwarded {}  dead letters {}",
+        "backlog {} events ({} bytes)  accepted {}  forwarded {}  dead letters {}  parked {}",
         v["backlog"]["events"],
         v["backlog"]["bytes"],
         v["events"]["accepted"],
         v["events"]["forwarded"],
-        v["dlq"]
+        v["dlq"],
+        v["parked"]
     );
+    if let Some(reason) = v["upstream_refusal"].as_str() {
+        println!("upstream refuses every event: {reason}");
+    }
     for s in v["subscriptions"].as_array().into_iter().flatten() {
         let targets: Vec<String> = s["targets"]
             .as_array()

@@ -11,22 +11,26 @@
 
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
-use crate::store::{Forwarded, Pending, Position, Store, StoreError};
+use crate::store::{Forwarded, ParkReason, ParkedMeta, Pending, Position, Store, StoreError};
 use crate::upstream::LinkState;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_nats::HeaderMap;
 use futures::stream::{FuturesOrdered, StreamExt};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Acknowledged outbox batches removed in one sled batch.
+/// Acknowledged outbox batches removed in one request to the committer.
 const REMOVE_BATCH: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often a warning repeats while upstream stays unreachable.
-const OFFLINE_WARN_EVERY: Duration = Duration::from_secs(60);
+/// How often a warning repeats while upstream stays unreachable or refusing.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Least time between two reads of the stream's subjects.
+const SUBJECTS_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum ForwardError {
@@ -34,8 +38,26 @@ enum ForwardError {
     Store(#[from] StoreError),
     #[error("publish failed: {0}")]
     Publish(String),
+    #[error("upstream refuses every event: {0}")]
+    Held(String),
     #[error("cannot set up stream: {0}")]
     Stream(String),
+}
+
+/// Why upstream did not take one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// Worth a retry: a timeout, a lost connection, a stream between leaders.
+    Transient(String),
+    /// Nobody answered for the subject: a poison event if no stream
+    /// captures it, a stream being set up otherwise.
+    NoResponders,
+    /// This event can never go (its size, a per-subject limit).
+    Poison(ParkReason, String),
+    /// Every event would be refused (a sealed or full stream, JetStream
+    /// out of resources): not the event's fault, so the backlog is held in
+    /// order rather than emptied into the parked events.
+    Held(String),
 }
 
 pub struct Forwarder {
@@ -49,11 +71,35 @@ pub struct Forwarder {
     pub drain_timeout: Duration,
     /// Resumes forwarding when set to `false`; pauses it when `true`.
     pub paused: watch::Receiver<bool>,
+    /// Largest envelope upstream takes; ingest refuses larger ones. Set
+    /// from the server's `max_payload` and the stream's `max_msg_size`,
+    /// and remembered in the store for the next offline start.
+    pub max_event: Arc<AtomicU64>,
+    /// Sample subjects of routes with their own subject templates, by key
+    /// path, checked against the stream's subjects at connect.
+    pub route_subjects: Vec<(String, String)>,
+    /// Why upstream refuses every event, while it does (for status).
+    pub held: Arc<Mutex<Option<String>>>,
 }
 
-/// What one publish settled to: the batch it completes, if it is the last
-/// of one, and whether upstream took it.
-type Ack = (Option<Forwarded>, Result<(), String>);
+/// The stream's subjects as last read, and when: what decides whether an
+/// event nobody answered for is poison.
+#[derive(Default)]
+struct StreamView {
+    subjects: Vec<String>,
+    read_at: Option<Instant>,
+}
+
+impl StreamView {
+    fn captures(&self, subject: &str) -> bool {
+        self.subjects
+            .iter()
+            .any(|f| crate::envelope::subject_matches(f, subject))
+    }
+}
+
+/// What one publish settled to: the event, and whether upstream took it.
+type Ack = (Pending, Result<(), Refusal>);
 
 impl Forwarder {
     pub async fn run(mut self) {
@@ -63,22 +109,33 @@ impl Forwarder {
             .max_ack_inflight(self.cfg.max_in_flight * 2)
             .backpressure_on_inflight(true)
             .build(self.client.clone());
-        let mut stream_ready = false;
+        let mut view = StreamView::default();
         let mut backoff = BACKOFF_MIN;
+        let mut warned: Option<Instant> = None;
         loop {
-            if !self.wait_until_ready().await {
+            // After every reconnect the stream is checked again: the
+            // server, and so its limits, may have changed.
+            if !self.wait_until_ready(&mut view).await {
                 return;
             }
-            let result = match stream_ready {
-                true => self.pump(&js).await,
-                false => self.ensure_stream(&js).await.map(|()| stream_ready = true),
+            let result = match view.read_at {
+                Some(_) => self.pump(&js, &mut view).await,
+                None => self.ensure_stream(&js, &mut view).await,
             };
             match result {
                 Ok(()) if self.shutdown.is_cancelled() => return,
-                Ok(()) => backoff = BACKOFF_MIN,
+                Ok(()) => {
+                    backoff = BACKOFF_MIN;
+                    if self.held.lock().expect("held").take().is_some() {
+                        tracing::info!("upstream takes events again; forwarding resumed");
+                    }
+                }
                 Err(e) => {
                     Metrics::add(&self.metrics.publish_failures, 1);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "forwarding paused; will retry");
+                    self.report(&e, &mut warned, backoff);
+                    if matches!(e, ForwardError::Stream(_)) {
+                        view.read_at = None;
+                    }
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     tokio::select! {
                         _ = tokio::time::sleep(jittered) => {}
@@ -90,9 +147,30 @@ impl Forwarder {
         }
     }
 
+    /// Logs a failure once, then at most once a minute (a node cut off
+    /// for a day must not write a line every few seconds).
+    fn report(&self, e: &ForwardError, warned: &mut Option<Instant>, backoff: Duration) {
+        if let ForwardError::Held(reason) = e {
+            let mut held = self.held.lock().expect("held");
+            if held.as_deref() != Some(reason.as_str()) {
+                tracing::error!(stream = %self.cfg.stream, %reason,
+                    "upstream refuses every event; holding the backlog in order and retrying");
+                *held = Some(reason.clone());
+                *warned = Some(Instant::now());
+                return;
+            }
+        }
+        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            tracing::warn!(error = %e, retry_in = ?backoff, "forwarding paused; will retry");
+            *warned = Some(Instant::now());
+        } else {
+            tracing::debug!(error = %e, retry_in = ?backoff, "forwarding paused; will retry");
+        }
+    }
+
     /// Waits for a live upstream link (and for `resume` when paused).
     /// Returns false when the node is stopping.
-    async fn wait_until_ready(&mut self) -> bool {
+    async fn wait_until_ready(&mut self, view: &mut StreamView) -> bool {
         let mut warned_at: Option<Instant> = None;
         loop {
             let connected = *self.link.borrow_and_update() == LinkState::Connected;
@@ -100,23 +178,34 @@ impl Forwarder {
             if connected && !paused {
                 return true;
             }
-            if !connected && warned_at.is_none_or(|t| t.elapsed() >= OFFLINE_WARN_EVERY) {
+            if !connected {
+                view.read_at = None;
+            }
+            if !connected && warned_at.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                 let (events, bytes) = self.store.backlog();
-                tracing::warn!(servers = ?self.cfg.servers, backlog_events = events, backlog_bytes = bytes,
+                tracing::warn!(servers = ?crate::upstream::redacted_urls(&self.cfg.servers),
+                    backlog_events = events, backlog_bytes = bytes,
                     "upstream unreachable; accepting and buffering events until it returns");
                 warned_at = Some(Instant::now());
             }
             tokio::select! {
                 _ = self.link.changed() => {}
                 _ = self.paused.changed() => {}
-                _ = tokio::time::sleep(OFFLINE_WARN_EVERY) => {}
+                _ = tokio::time::sleep(WARN_EVERY) => {}
                 _ = self.shutdown.cancelled() => return false,
             }
         }
     }
 
-    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<(), ForwardError> {
+    /// Creates or finds the stream, reads its subjects and limits, and
+    /// checks the routes' subjects against them.
+    async fn ensure_stream(
+        &self,
+        js: &jetstream::Context,
+        view: &mut StreamView,
+    ) -> Result<(), ForwardError> {
         let c = &self.cfg;
+        let stream_err = |e: &dyn std::fmt::Display| ForwardError::Stream(e.to_string());
         let mut s = if c.create_stream {
             js.get_or_create_stream(stream::Config {
                 name: c.stream.clone(),
@@ -127,34 +216,58 @@ impl Forwarder {
                 ..Default::default()
             })
             .await
-            .map_err(|e| ForwardError::Stream(e.to_string()))?
+            .map_err(|e| stream_err(&e))?
         } else {
-            js.get_stream(&c.stream)
-                .await
-                .map_err(|e| ForwardError::Stream(e.to_string()))?
+            js.get_stream(&c.stream).await.map_err(|e| stream_err(&e))?
         };
-        let info = s
-            .info()
-            .await
-            .map_err(|e| ForwardError::Stream(e.to_string()))?;
+        let info = s.info().await.map_err(|e| stream_err(&e))?;
         let window = info.config.duplicate_window;
         if window < Duration::from_secs(120) {
             tracing::warn!(stream = %c.stream, duplicate_window = ?window,
                 "the stream's duplicate window is shorter than 2 minutes: resends after an outage may be stored twice");
         }
-        tracing::info!(stream = %c.stream, replicas = info.config.num_replicas, duplicate_window = ?window, "upstream stream ready");
+        view.subjects = info.config.subjects.clone();
+        view.read_at = Some(Instant::now());
+        for (key, sample) in &self.route_subjects {
+            if !view.captures(sample) {
+                tracing::error!(route = %key, subject = %sample, stream = %c.stream, stream_subjects = ?view.subjects,
+                    "this route's subject is outside the upstream stream: its events will be parked (jetedge parked list)");
+            }
+        }
+        self.learn_max_event(info.config.max_message_size);
+        tracing::info!(stream = %c.stream, replicas = info.config.num_replicas, duplicate_window = ?window,
+            max_event = self.max_event.load(Ordering::Relaxed), "upstream stream ready");
         Ok(())
+    }
+
+    /// The largest envelope upstream takes: the server's `max_payload`,
+    /// or the stream's `max_msg_size` when smaller. Kept in the store, so
+    /// an offline start refuses at the door what could never be forwarded.
+    fn learn_max_event(&self, stream_max: i32) {
+        let mut max = self.client.server_info().max_payload as u64;
+        if stream_max > 0 {
+            max = max.min(stream_max as u64);
+        }
+        if max > 0 && self.max_event.swap(max, Ordering::Relaxed) != max {
+            if let Err(e) = self.store.remember_max_event(max) {
+                tracing::warn!(error = %e, "could not keep upstream's size limit in the store");
+            }
+        }
     }
 
     /// Publishes until an error or a stop. Always starts from the oldest
     /// entry in the outbox, so nothing unacknowledged is skipped.
-    async fn pump(&mut self, js: &jetstream::Context) -> Result<(), ForwardError> {
+    async fn pump(
+        &mut self,
+        js: &jetstream::Context,
+        view: &mut StreamView,
+    ) -> Result<(), ForwardError> {
         let window = self.cfg.max_in_flight;
         let mut inflight: FuturesOrdered<futures::future::BoxFuture<'static, Ack>> =
             FuturesOrdered::new();
         let mut done = Vec::with_capacity(REMOVE_BATCH);
         let mut cursor = None;
-        let mut failure: Option<String> = None;
+        let mut failure: Option<ForwardError> = None;
         // Removals queued by an earlier pump are applied before the outbox
         // is read again, so nothing acknowledged is sent twice.
         self.store.sync().await?;
@@ -170,7 +283,7 @@ impl Forwarder {
                     match self.publish(js, p).await {
                         Ok(fut) => inflight.push_back(fut),
                         Err(e) => {
-                            failure = Some(e);
+                            failure = Some(ForwardError::Publish(e));
                             break;
                         }
                     }
@@ -179,7 +292,7 @@ impl Forwarder {
             if inflight.is_empty() {
                 self.remove(&mut done).await?;
                 if let Some(e) = failure {
-                    return Err(ForwardError::Publish(e));
+                    return Err(e);
                 }
                 if stopping {
                     return Ok(());
@@ -202,18 +315,17 @@ impl Forwarder {
                     _ = self.shutdown.cancelled() => continue,
                 }
             };
-            let Some((batch_done, result)) = next else {
+            let Some((p, result)) = next else {
                 // Draining for a stop timed out: the rest is resent after restart.
                 return Ok(());
             };
-            match result {
-                // Acks settle in publish order, and any failure ends this
-                // pump before later batches are removed: a batch whose last
-                // event is acked had every event acked.
-                Ok(()) if failure.is_none() => done.extend(batch_done),
-                Ok(()) => {}
-                Err(e) => {
-                    failure.get_or_insert(e);
+            // Acks settle in publish order, and after a failure nothing
+            // more is removed or parked in this pump: a batch whose last
+            // event is settled had every event before it settled.
+            if failure.is_none() {
+                match self.settle(js, view, &p, result).await {
+                    Ok(()) => done.extend(p.batch_done),
+                    Err(e) => failure = Some(e),
                 }
             }
             if done.len() >= REMOVE_BATCH {
@@ -222,9 +334,69 @@ impl Forwarder {
         }
     }
 
+    /// What to do with one settled publish: done (taken or parked), or the
+    /// failure that ends this pump.
+    async fn settle(
+        &self,
+        js: &jetstream::Context,
+        view: &mut StreamView,
+        p: &Pending,
+        result: Result<(), Refusal>,
+    ) -> Result<(), ForwardError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(Refusal::Poison(reason, error)) => self.park(p, reason, error),
+            Err(Refusal::NoResponders) => {
+                let subject = &p.record.subject;
+                if !view.captures(subject)
+                    && view.read_at.is_none_or(|t| t.elapsed() >= SUBJECTS_REFRESH)
+                {
+                    // The stream's subjects may have changed since they were read.
+                    let fresh = js.get_stream(&self.cfg.stream).await;
+                    if let Ok(mut s) = fresh {
+                        if let Ok(info) = s.info().await {
+                            view.subjects = info.config.subjects.clone();
+                            view.read_at = Some(Instant::now());
+                        }
+                    }
+                }
+                if view.captures(subject) {
+                    // The stream is there for it but did not answer: it is
+                    // being (re)created or elected. Set it up again.
+                    return Err(ForwardError::Stream(format!(
+                        "no stream answered for {subject}"
+                    )));
+                }
+                let error = format!(
+                    "no stream captures subject {subject} (stream {} takes {:?})",
+                    self.cfg.stream, view.subjects
+                );
+                self.park(p, ParkReason::NoStream, error)
+            }
+            Err(Refusal::Held(reason)) => Err(ForwardError::Held(reason)),
+            Err(Refusal::Transient(e)) => Err(ForwardError::Publish(e)),
+        }
+    }
+
+    /// Moves an event upstream will never take aside, counted and logged
+    /// once; the forwarder then treats it as done.
+    fn park(&self, p: &Pending, reason: ParkReason, error: String) -> Result<(), ForwardError> {
+        let r = &p.record;
+        let meta = ParkedMeta {
+            reason,
+            error: error.clone(),
+            parked_at: crate::envelope::format_time(time::OffsetDateTime::now_utc()),
+            times: 1,
+        };
+        let seq = self.store.park(meta, r)?;
+        Metrics::add(&self.metrics.events_parked, 1);
+        tracing::error!(parked = seq, event_id = %r.id, subject = %r.subject, %error,
+            "upstream refuses this event for good; parked it and went on (jetedge parked show {seq})");
+        Ok(())
+    }
+
     /// Sends one event; the returned future resolves once upstream
-    /// acknowledged it (or at once, for an event set aside because
-    /// upstream can never take it).
+    /// answered for it (at once, for one the client refuses to send).
     async fn publish(
         &self,
         js: &jetstream::Context,
@@ -240,17 +412,14 @@ impl Forwarder {
         let msg = PublishMessage::build()
             .payload(r.payload.clone().into())
             .headers(headers);
-        let batch_done = p.batch_done;
         match js.send_publish(r.subject.clone(), msg).await {
             Ok(ack) => Ok(Box::pin(async move {
-                (batch_done, ack.await.map(drop).map_err(|e| e.to_string()))
+                let result = ack.await.map(drop).map_err(|e| classify(&e));
+                (p, result)
             })),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
-                tracing::error!(seq = p.at.seq, index = p.at.index, event_id = %r.id, error = %e,
-                    "upstream refuses this event's size; a copy is kept in the store's corrupt tree");
-                self.store.quarantine(p.at, r).map_err(|e| e.to_string())?;
-                Metrics::add(&self.metrics.events_quarantined, 1);
-                Ok(Box::pin(async move { (batch_done, Ok(())) }))
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                let refusal = Refusal::Poison(ParkReason::TooLarge, e.to_string());
+                Ok(Box::pin(async move { (p, Err(refusal)) }))
             }
             Err(e) => Err(e.to_string()),
         }
@@ -263,5 +432,38 @@ impl Forwarder {
             Metrics::add(&self.metrics.events_forwarded, events);
         }
         Ok(())
+    }
+}
+
+/// Tells what upstream's answer means for the event. The JetStream error
+/// codes are nats-server's (server/errors.json).
+fn classify(e: &PublishError) -> Refusal {
+    const MESSAGE_EXCEEDS_MAXIMUM: u64 = 10054;
+    const STORE_FAILED: u64 = 10077;
+    const SEALED: u64 = 10109;
+    const INSUFFICIENT_RESOURCES: u64 = 10023;
+    const STORAGE_EXCEEDED: u64 = 10047;
+    match e.kind() {
+        PublishErrorKind::StreamNotFound => return Refusal::NoResponders,
+        PublishErrorKind::MaxPayloadExceeded => {
+            return Refusal::Poison(ParkReason::TooLarge, e.to_string())
+        }
+        PublishErrorKind::Other => {}
+        _ => return Refusal::Transient(e.to_string()),
+    }
+    let Some(api) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+    else {
+        return Refusal::Transient(e.to_string());
+    };
+    let text = api.to_string();
+    match api.error_code().0 {
+        MESSAGE_EXCEEDS_MAXIMUM => Refusal::Poison(ParkReason::TooLarge, text),
+        STORE_FAILED if text.contains("per subject") => Refusal::Poison(ParkReason::Refused, text),
+        STORE_FAILED if text.contains("to large") || text.contains("too large") => {
+            Refusal::Poison(ParkReason::TooLarge, text)
+        }
+        STORE_FAILED | SEALED | INSUFFICIENT_RESOURCES | STORAGE_EXCEEDED => Refusal::Held(text),
+        _ => Refusal::Transient(text),
     }
 }

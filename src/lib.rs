@@ -89,16 +89,10 @@ impl Node {
             .await
             .map_err(StartError::Setup)?;
         let stop_ingress = CancellationToken::new();
-        watch_max_payload(
-            ingest.clone(),
-            client.clone(),
-            link.clone(),
-            stop_ingress.clone(),
-        );
-
         let stop_forwarder = CancellationToken::new();
         let (pause, paused) = watch::channel(false);
         let pause = Arc::new(pause);
+        let held = Arc::new(std::sync::Mutex::new(None));
         let forwarder = forward::Forwarder {
             store: store.clone(),
             client: client.clone(),
@@ -108,6 +102,12 @@ impl Node {
             shutdown: stop_forwarder.clone(),
             drain_timeout: cfg.node.shutdown_timeout.0,
             paused,
+            max_event: ingest.max_event.clone(),
+            route_subjects: pipeline::filter::route_subjects(
+                &cfg.routes,
+                &cfg.upstream.subject_prefix,
+            ),
+            held: held.clone(),
         };
         let forwarder = tokio::spawn(forwarder.run());
 
@@ -140,7 +140,9 @@ impl Node {
             upstream: link.clone(),
             local: site.as_ref().map(|s| s.link.clone()),
             pause: pause.clone(),
+            held,
             egress: egress.clone(),
+            hosts: cfg.admin.hosts.clone(),
         };
         let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);
         let admin = admin_listener.map(|(l, _)| {
@@ -159,7 +161,7 @@ impl Node {
         });
         let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
         tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, admin = ?admin_addr,
-            upstream = ?cfg.upstream.servers, subscriptions = cfg.subscriptions.len(),
+            upstream = ?upstream::redacted_urls(&cfg.upstream.servers), subscriptions = cfg.subscriptions.len(),
             data_dir = %cfg.node.data_dir.display(), "jetedge started");
         Ok(NodeHandle {
             ingress_addr,
@@ -200,28 +202,6 @@ async fn connect_site(cfg: &Config) -> Result<Option<egress::Site>, StartError> 
         .await
         .map_err(StartError::Setup)?;
     Ok(Some(egress::Site { client, link }))
-}
-
-/// Keeps ingest's size limit at upstream's `max_payload` once it is known,
-/// so an event upstream would refuse is refused at the door with 413.
-fn watch_max_payload(
-    ingest: Arc<ingress::Ingest>,
-    client: async_nats::Client,
-    mut link: watch::Receiver<upstream::LinkState>,
-    stop: CancellationToken,
-) {
-    // Ends with the node: it holds the ingest core, and so the store.
-    tokio::spawn(async move {
-        loop {
-            if *link.borrow_and_update() == upstream::LinkState::Connected {
-                ingest.set_max_event(client.server_info().max_payload as u64);
-            }
-            tokio::select! {
-                changed = link.changed() => if changed.is_err() { return },
-                _ = stop.cancelled() => return,
-            }
-        }
-    });
 }
 
 impl NodeHandle {

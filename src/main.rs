@@ -51,6 +51,8 @@ enum Command {
     Status(ctl::AdminArgs),
     /// Inspect, replay or purge a running node's dead-letter queue.
     Dlq(ctl::DlqArgs),
+    /// Inspect, replay or purge events upstream refused for good.
+    Parked(ctl::ParkedArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +81,10 @@ fn main() -> ExitCode {
         },
         Command::Dlq(args) => match load(&args.common.file.config) {
             Some(cfg) => report(ctl::dlq(&cfg, &args)),
+            None => ExitCode::from(2),
+        },
+        Command::Parked(args) => match load(&args.common.file.config) {
+            Some(cfg) => report(ctl::parked(&cfg, &args)),
             None => ExitCode::from(2),
         },
     }

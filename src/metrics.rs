@@ -32,7 +32,9 @@ pub struct Metrics {
     pub events_duplicate: AtomicU64,
     pub events_forwarded: AtomicU64,
     pub publish_failures: AtomicU64,
-    pub events_quarantined: AtomicU64,
+    pub events_parked: AtomicU64,
+    /// Local NATS ingest messages the client dropped (slow consumer).
+    pub local_dropped: AtomicU64,
     pub commit_errors: AtomicU64,
     /// Events a routing rule (or the default action) dropped.
     pub events_filtered: AtomicU64,
@@ -113,9 +115,14 @@ impl Metrics {
             load(&self.publish_failures),
         );
         counter(
-            "jetedge_events_quarantined",
-            "Outbox entries upstream can never take (moved aside).",
-            load(&self.events_quarantined),
+            "jetedge_events_parked",
+            "Events upstream refused for good, moved aside (jetedge parked list).",
+            load(&self.events_parked),
+        );
+        counter(
+            "jetedge_local_ingest_dropped",
+            "NATS ingest messages lost because jetedge fell behind (slow consumer).",
+            load(&self.local_dropped),
         );
         counter(
             "jetedge_events_filtered",
@@ -149,7 +156,7 @@ impl Metrics {
 type Family = (&'static str, &'static str, fn(&SubscriptionStatus) -> u64);
 
 /// Prometheus text for the subscriptions and the dead-letter queue.
-pub fn render_egress(subs: &[SubscriptionStatus], dead_letters: usize) -> String {
+pub fn render_egress(subs: &[SubscriptionStatus], dead_letters: usize, parked: u64) -> String {
     let mut out = String::new();
     let families: [Family; 5] = [
         (
@@ -201,6 +208,7 @@ pub fn render_egress(subs: &[SubscriptionStatus], dead_letters: usize) -> String
         }
     }
     let _ = writeln!(out, "# HELP jetedge_dlq_entries Dead letters waiting for replay or purge.\n# TYPE jetedge_dlq_entries gauge\njetedge_dlq_entries {dead_letters}");
+    let _ = writeln!(out, "# HELP jetedge_parked_entries Events upstream refused, waiting for replay or purge.\n# TYPE jetedge_parked_entries gauge\njetedge_parked_entries {parked}");
     out
 }
 

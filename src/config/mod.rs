@@ -13,7 +13,7 @@ mod subscription;
 mod units;
 mod validate;
 
-pub use secret::{Secret, SecretRef};
+pub use secret::{redact_url, token_eq, Secret, SecretRef};
 pub use subscription::Deliver;
 pub use units::{parse_size, ByteSize, HumanDuration};
 
@@ -93,6 +93,10 @@ pub struct AdminConfig {
     /// Bearer token every request must carry; without one the listener must
     /// be on a loopback address.
     pub token: Option<SecretRef>,
+    /// Host names the admin API may be addressed by, besides IP addresses
+    /// and `localhost` (a request for any other name is refused, which
+    /// stops DNS-rebinding pages).
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -100,6 +104,7 @@ impl Default for AdminConfig {
         Self {
             listen: "127.0.0.1:9090".into(),
             token: None,
+            hosts: Vec::new(),
         }
     }
 }

@@ -83,9 +83,86 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Compares a presented token with a secret in time that depends on
+/// neither's content nor length: both are hashed first (SHA-256), so the
+/// comparison is always of 32 bytes (`subtle`'s `ct_eq` returns at once on
+/// a length mismatch, which tells an attacker the token's length).
+pub fn token_eq(given: &[u8], secret: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let (a, b) = (Sha256::digest(given), Sha256::digest(secret));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
+
+/// A URL fit for logs, status and dead letters: a password in it
+/// (`nats://user:pass@host`) and every query value (`?token=…`) are
+/// replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let authority = match authority.rsplit_once('@') {
+                Some((user, host)) => match user.split_once(':') {
+                    Some((name, _)) => format!("{name}:***@{host}"),
+                    // A lone user part may be a token (`nats://token@host`).
+                    None => format!("***@{host}"),
+                },
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => base.to_string(),
+    };
+    if let Some(q) = query {
+        let masked: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) => format!("{k}=***"),
+                None => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&masked.join("&"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_and_query_values() {
+        assert_eq!(
+            redact_url("nats://app:s3cret@hub-1:4222"),
+            "nats://app:***@hub-1:4222"
+        );
+        assert_eq!(
+            redact_url("nats://tok3n@hub-1:4222"),
+            "nats://***@hub-1:4222"
+        );
+        assert_eq!(
+            redact_url("https://apps.local/hook?token=abc&v=1"),
+            "https://apps.local/hook?token=***&v=***"
+        );
+        assert_eq!(
+            redact_url("https://u:p@apps.local/a@b"),
+            "https://u:***@apps.local/a@b"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn token_comparison_needs_the_whole_token() {
+        assert!(token_eq(b"s3cret-token", b"s3cret-token"));
+        assert!(!token_eq(b"s3cret", b"s3cret-token"));
+        assert!(!token_eq(b"", b"s3cret-token"));
+        assert!(!token_eq(b"s3cret-tokeN", b"s3cret-token"));
+    }
 
     #[test]
     fn inline_secrets_are_refused() {

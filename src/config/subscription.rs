@@ -85,7 +85,7 @@ impl Config {
     }
 
     pub(super) fn validate_admin(&self, p: &mut Problems) {
-        let AdminConfig { listen, token } = &self.admin;
+        let AdminConfig { listen, token, .. } = &self.admin;
         if listen.is_empty() {
             return;
         }

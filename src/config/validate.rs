@@ -163,6 +163,26 @@ impl Config {
         if u.ack_timeout.0.is_zero() {
             p.add("upstream.ack_timeout", "must be longer than zero");
         }
+        if u.create_stream {
+            // The stream jetedge creates takes `{prefix}.>` and nothing else.
+            let captured = format!("{}.>", u.subject_prefix);
+            for (key, sample) in
+                crate::pipeline::filter::route_subjects(&self.routes, &u.subject_prefix)
+            {
+                if !crate::envelope::subject_matches(&captured, &sample) {
+                    p.add(
+                        key,
+                        format!(
+                            "events on {sample:?} would be outside the stream {} jetedge creates \
+                             (subjects {captured:?}) and could never be forwarded; start the subject \
+                             with \"{{prefix}}.\", or set upstream.create_stream = false and \
+                             create a stream that captures it",
+                            u.stream
+                        ),
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -281,7 +301,7 @@ fn validate_endpoint(e: &super::Endpoint<'_>, p: &mut Problems) {
         if s.parse::<async_nats::ServerAddr>().is_err() {
             p.add(
                 format!("{role}.servers[{i}]"),
-                format!("{s:?} is not a NATS server address"),
+                format!("{:?} is not a NATS server address", super::redact_url(s)),
             );
         }
     }

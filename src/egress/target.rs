@@ -187,6 +187,8 @@ pub fn nats_headers(r: &Record) -> HeaderMap {
 /// A microapp's endpoint and its signing key.
 struct Webhook {
     uri: Uri,
+    /// The URL as logs, dead letters and the admin API show it.
+    shown: String,
     key: Vec<u8>,
     timeout: Duration,
     client: HttpClient,
@@ -199,6 +201,7 @@ impl Webhook {
     fn new(cfg: &WebhookTarget, client: HttpClient) -> Result<Self, String> {
         let secret = cfg.secret.resolve()?;
         Ok(Self {
+            shown: crate::config::redact_url(&cfg.url),
             uri: cfg
                 .url
                 .parse()
@@ -221,11 +224,10 @@ impl Webhook {
             .body(Full::new(Bytes::from(r.payload.clone())))
             .map_err(|e| Failure::new(format!("cannot build the request: {e}")))?;
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| Failure::new(format!("POST {}: {}", self.uri, error_chain(&e))))?;
+            let resp =
+                self.client.request(req).await.map_err(|e| {
+                    Failure::new(format!("POST {}: {}", self.shown, error_chain(&e)))
+                })?;
             let status = resp.status();
             let retry_after = retry_after(resp.headers().get(RETRY_AFTER), status);
             // Read the answer so the connection can be reused.
@@ -236,7 +238,7 @@ impl Webhook {
             let text = body.map(|b| b.to_bytes()).unwrap_or_default();
             let snippet = String::from_utf8_lossy(&text[..text.len().min(ERROR_SNIPPET)]);
             Err(Failure {
-                message: format!("POST {} answered {status}: {}", self.uri, snippet.trim()),
+                message: format!("POST {} answered {status}: {}", self.shown, snippet.trim()),
                 retry_after,
             })
         };
@@ -244,7 +246,7 @@ impl Webhook {
             Ok(r) => r,
             Err(_) => Err(Failure::new(format!(
                 "POST {} got no answer within {:?}",
-                self.uri, self.timeout
+                self.shown, self.timeout
             ))),
         }
     }

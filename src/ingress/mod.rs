@@ -92,8 +92,9 @@ pub struct Ingest {
     store: Store,
     rules: Rules,
     pub metrics: Arc<Metrics>,
-    /// Largest envelope upstream takes (its `max_payload`, once known).
-    max_event: AtomicU64,
+    /// Largest envelope upstream takes (shared with the forwarder, which
+    /// learns it at connect; remembered in the store across restarts).
+    pub max_event: Arc<AtomicU64>,
     /// `local_first` subscriptions and their subject filters.
     local_first: Vec<(String, Vec<String>)>,
 }
@@ -126,13 +127,15 @@ impl Ingest {
             let list: Vec<String> = p.iter().map(ToString::to_string).collect();
             list.join("; ")
         })?;
+        // NATS's default max_payload until upstream says otherwise.
+        let max_event = store.known_max_event().unwrap_or(1 << 20);
         Ok(Self {
             sources,
             events_source: cfg.ingress.events_source.clone(),
             store,
             rules,
             metrics,
-            max_event: AtomicU64::new(1 << 20),
+            max_event: Arc::new(AtomicU64::new(max_event)),
             local_first: cfg
                 .subscriptions
                 .iter()
@@ -150,10 +153,6 @@ impl Ingest {
         self.sources
             .get(name)
             .ok_or_else(|| Rejection::UnknownSource(name.to_string()))
-    }
-
-    pub fn set_max_event(&self, bytes: u64) {
-        self.max_event.store(bytes, Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &Store {

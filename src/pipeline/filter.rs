@@ -513,6 +513,24 @@ impl Router {
     }
 }
 
+/// The routes that set their own subject, by key path, each with a sample
+/// subject it makes (source and type as one token each): what `check` and
+/// the forwarder test against the upstream stream's subjects.
+pub fn route_subjects(routes: &[RouteConfig], prefix: &str) -> Vec<(String, String)> {
+    routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.action == RouteAction::Forward)
+        .filter_map(|(i, r)| {
+            let t = SubjectTemplate::parse(r.subject.as_deref()?).ok()?;
+            Some((
+                format!("route[{i}].subject"),
+                t.render(prefix, "source", "type"),
+            ))
+        })
+        .collect()
+}
+
 /// A subject such as `"{prefix}.{source}.{type}"` or `"audit.{type}"`.
 #[derive(Debug, Clone)]
 struct SubjectTemplate(Vec<Part>);

@@ -9,6 +9,7 @@
 
 use super::{Record, Store, StoreError};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,25 +33,37 @@ pub struct LetterMeta {
 
 impl Letter {
     fn encode(&self) -> Vec<u8> {
-        let meta = serde_json::to_vec(&self.meta).expect("plain data serialises");
-        let record = self.record.encode();
-        let mut out = Vec::with_capacity(4 + meta.len() + record.len());
-        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        out.extend_from_slice(&meta);
-        out.extend_from_slice(&record);
-        out
+        encode_kept(&self.meta, &self.record)
     }
 
     fn decode(seq: u64, b: &[u8]) -> Result<Self, String> {
-        let n = b
-            .get(..4)
-            .map(|h| u32::from_le_bytes(h.try_into().expect("4 bytes")) as usize)
-            .ok_or("truncated dead letter")?;
-        let meta = b.get(4..4 + n).ok_or("truncated dead letter")?;
-        let meta = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
-        let record = Record::decode(&b[4 + n..])?;
+        let (meta, record) = decode_kept(b)?;
         Ok(Self { seq, meta, record })
     }
+}
+
+/// An event kept aside with its bookkeeping: a u32 length, the JSON of the
+/// bookkeeping, then the event as a [`Record`]. Shared by the dead-letter
+/// queue and the parked events.
+pub(super) fn encode_kept(meta: &impl Serialize, record: &Record) -> Vec<u8> {
+    let meta = serde_json::to_vec(meta).expect("plain data serialises");
+    let record = record.encode();
+    let mut out = Vec::with_capacity(4 + meta.len() + record.len());
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&record);
+    out
+}
+
+pub(super) fn decode_kept<M: serde::de::DeserializeOwned>(b: &[u8]) -> Result<(M, Record), String> {
+    let n = b
+        .get(..4)
+        .map(|h| u32::from_le_bytes(h.try_into().expect("4 bytes")) as usize)
+        .ok_or("truncated entry")?;
+    let meta = b.get(4..4 + n).ok_or("truncated entry")?;
+    let meta = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
+    let record = Record::decode(&b[4 + n..])?;
+    Ok((meta, record))
 }
 
 impl Store {
@@ -59,6 +72,7 @@ impl Store {
         let seq = self.inner.db.generate_id()?;
         let letter = Letter { seq, meta, record };
         self.inner.dlq.insert(seq.to_be_bytes(), letter.encode())?;
+        self.inner.dlq_count.fetch_add(1, Ordering::Relaxed);
         self.sync().await?;
         Ok(seq)
     }
@@ -106,6 +120,9 @@ impl Store {
     /// Removes one letter, durably; `false` when there was none.
     pub async fn dead_letter_remove(&self, seq: u64) -> Result<bool, StoreError> {
         let had = self.inner.dlq.remove(seq.to_be_bytes())?.is_some();
+        if had {
+            self.inner.dlq_count.fetch_sub(1, Ordering::Relaxed);
+        }
         self.sync().await?;
         Ok(had)
     }
@@ -122,6 +139,7 @@ impl Store {
                 Some(s) => Letter::decode(seq, &v).is_ok_and(|l| l.meta.subscription == s),
             };
             if matches && self.inner.dlq.remove(&k)?.is_some() {
+                self.inner.dlq_count.fetch_sub(1, Ordering::Relaxed);
                 n += 1;
             }
         }
@@ -129,8 +147,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Letters waiting.
+    /// Letters waiting (a counter, not a scan: `/metrics` reads it often).
     pub fn dead_letter_count(&self) -> usize {
-        self.inner.dlq.len()
+        self.inner.dlq_count.load(Ordering::Relaxed) as usize
     }
 }

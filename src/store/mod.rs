@@ -6,7 +6,9 @@
 //!   acceptance order;
 //! - `idem.{n}`: `{source}\0{key}` -> expiry and the first event id, for
 //!   dedupe, in generations that expire whole (`idem.rs`);
-//! - `corrupt`: outbox entries set aside because they cannot be forwarded;
+//! - `corrupt`: outbox batches set aside because they cannot be decoded;
+//! - `parked`: events upstream refused for good, kept for an operator to
+//!   inspect, replay or purge (`parked.rs`);
 //! - `dlq`: messages egress could not deliver (`dlq.rs`);
 //! - `local_first`: marks of events delivered locally before upstream saw
 //!   them (`local_first.rs`).
@@ -21,10 +23,12 @@ mod commit;
 mod dlq;
 mod idem;
 mod local_first;
+mod parked;
 mod record;
 mod sync;
 
 pub use dlq::{Letter, LetterMeta};
+pub use parked::{ParkReason, Parked, ParkedMeta};
 pub use record::Record;
 
 use crate::config::NodeConfig;
@@ -41,6 +45,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or_default()
         .as_millis() as u64
 }
+
+/// Where upstream's size limit is kept, in sled's default tree.
+const MAX_EVENT_KEY: &[u8] = b"upstream.max_event";
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +137,8 @@ struct Inner {
     db: sled::Db,
     outbox: sled::Tree,
     corrupt: sled::Tree,
+    /// Events upstream refused for good (`parked.rs`).
+    parked: sled::Tree,
     dlq: sled::Tree,
     local_first: sled::Tree,
     /// Bumped after a commit that wrote local-first marks.
@@ -141,6 +150,9 @@ struct Inner {
     max_buffer: u64,
     /// Wakes the forwarder when new events are durable.
     new_data: Notify,
+    /// Entries in `dlq` and `parked`, counted once at open.
+    dlq_count: AtomicU64,
+    parked_count: AtomicU64,
     /// Flushes the committer made (each one fdatasync'd with `node.fsync`).
     flushes: AtomicU64,
     /// Set once a write could not be made durable (see `commit.rs`).
@@ -167,6 +179,7 @@ impl Store {
         let inner = Arc::new(Inner {
             outbox: db.open_tree("outbox")?,
             corrupt: db.open_tree("corrupt")?,
+            parked: db.open_tree("parked")?,
             dlq: db.open_tree("dlq")?,
             local_first: db.open_tree("local_first")?,
             local_first_gen: tokio::sync::watch::Sender::new(0),
@@ -177,6 +190,8 @@ impl Store {
             max_buffer: cfg.max_buffer.0,
             new_data: Notify::new(),
             flushes: AtomicU64::new(0),
+            dlq_count: AtomicU64::new(0),
+            parked_count: AtomicU64::new(0),
             fatal: tokio::sync::watch::Sender::new(None),
             committer: Mutex::new(None),
         });
@@ -292,15 +307,6 @@ impl Store {
             .map_err(|_| StoreError::Closed)
     }
 
-    /// Keeps a copy of an event upstream can never take (under `corrupt`,
-    /// for inspection); the forwarder then treats it as done.
-    pub fn quarantine(&self, at: Position, record: &Record) -> Result<(), StoreError> {
-        let mut key = at.seq.to_be_bytes().to_vec();
-        key.extend_from_slice(&at.index.to_be_bytes());
-        self.inner.corrupt.insert(key, record.encode())?;
-        Ok(())
-    }
-
     /// Moves an undecodable outbox batch to `corrupt`.
     fn set_aside(&self, key: &[u8], value: &[u8], reason: &str) -> Result<(), StoreError> {
         tracing::error!(key = %hex::encode(key), %reason, "outbox entry cannot be decoded; moved aside to the corrupt tree");
@@ -330,6 +336,20 @@ impl Store {
             Err(_) => std::future::pending().await,
         };
         reason
+    }
+
+    /// The largest event upstream took when last connected, if ever
+    /// (written by [`Store::remember_max_event`]).
+    pub fn known_max_event(&self) -> Option<u64> {
+        let v = self.inner.db.get(MAX_EVENT_KEY).ok()??;
+        Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
+    }
+
+    /// Keeps upstream's size limit for the next start (durable with the
+    /// committer's next flush; losing it only means the default limit).
+    pub fn remember_max_event(&self, bytes: u64) -> Result<(), StoreError> {
+        self.inner.db.insert(MAX_EVENT_KEY, &bytes.to_be_bytes())?;
+        Ok(())
     }
 
     /// Flushes (group commits) made so far.
@@ -382,6 +402,10 @@ impl Inner {
         }
         // Whatever recovery found is on disk.
         self.durable_seq.store(last, Ordering::Release);
+        self.dlq_count
+            .store(self.dlq.len() as u64, Ordering::Relaxed);
+        self.parked_count
+            .store(self.parked.len() as u64, Ordering::Relaxed);
         self.backlog_events.store(n, Ordering::Relaxed);
         self.backlog_bytes.store(bytes, Ordering::Relaxed);
         Ok(())

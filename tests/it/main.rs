@@ -16,4 +16,5 @@ mod filter_redact;
 mod forward;
 mod ingress;
 mod local_ingest;
+mod poison;
 mod redaction;
