@@ -85,9 +85,14 @@ impl Node {
             "" => None,
             addr => Some(bind(addr).await?),
         };
-        let (client, link) = upstream::connect(&cfg.upstream.endpoint(), &cfg.node.id)
-            .await
-            .map_err(StartError::Setup)?;
+        let (client, link) = upstream::connect(
+            &cfg.upstream.endpoint(),
+            &cfg.node.id,
+            metrics.clone(),
+            None,
+        )
+        .await
+        .map_err(StartError::Setup)?;
         let stop_ingress = CancellationToken::new();
         let stop_forwarder = CancellationToken::new();
         let (pause, paused) = watch::channel(false);
@@ -111,7 +116,7 @@ impl Node {
         };
         let forwarder = tokio::spawn(forwarder.run());
 
-        let site = connect_site(&cfg).await?;
+        let site = connect_site(&cfg, metrics.clone()).await?;
         let local = site.as_ref().zip(cfg.local.as_ref()).map(|(site, l)| {
             let task = ingress::local::serve(
                 site.client.clone(),
@@ -194,13 +199,17 @@ async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), Start
 }
 
 /// The connection to the site's nats-server, when `[local]` is set.
-async fn connect_site(cfg: &Config) -> Result<Option<egress::Site>, StartError> {
+async fn connect_site(
+    cfg: &Config,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<Option<egress::Site>, StartError> {
     let Some(l) = &cfg.local else {
         return Ok(None);
     };
-    let (client, link) = upstream::connect(&l.endpoint(), &cfg.node.id)
-        .await
-        .map_err(StartError::Setup)?;
+    let (client, link) =
+        upstream::connect(&l.endpoint(), &cfg.node.id, metrics, Some(l.max_pending))
+            .await
+            .map_err(StartError::Setup)?;
     Ok(Some(egress::Site { client, link }))
 }
 
@@ -236,7 +245,15 @@ impl NodeHandle {
         }
         let local_client = match self.local {
             Some((client, task)) => {
-                let _ = task.await;
+                // It drains its subscription: what the site server already
+                // sent is persisted. A server that never confirms (it went
+                // away) cannot hold the stop up longer than the timeout.
+                if tokio::time::timeout(self.shutdown_timeout, task)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("local NATS ingest did not finish draining in time");
+                }
                 Some(client)
             }
             None => None,

@@ -6,7 +6,10 @@
 //! fed by the client's event callback: only this module writes it.
 
 use crate::config::Endpoint;
+use crate::metrics::Metrics;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -29,12 +32,17 @@ impl LinkState {
 }
 
 /// Connects (in the background) and returns the client and its link state.
+/// `max_pending` bounds each subscription's buffer (in messages); what
+/// overflows it is dropped by the client and counted as `local_dropped`.
 pub async fn connect(
     cfg: &Endpoint<'_>,
     node_id: &str,
+    metrics: Arc<Metrics>,
+    max_pending: Option<usize>,
 ) -> Result<(Client, watch::Receiver<LinkState>), String> {
     let (tx, rx) = watch::channel(LinkState::Connecting);
     let role = cfg.role;
+    let last_warned = Arc::new(AtomicU64::new(0));
     let mut opts = ConnectOptions::new()
         .name(format!("jetedge-{node_id}-{role}"))
         .retry_on_initial_connect()
@@ -45,9 +53,18 @@ pub async fn connect(
             Duration::from_millis((100u64 << attempts.min(6)).min(5_000))
         })
         .event_callback(move |event| {
-            let tx = tx.clone();
-            async move { on_event(role, &tx, event) }
+            let (tx, metrics, last_warned) = (tx.clone(), metrics.clone(), last_warned.clone());
+            async move {
+                if let Event::SlowConsumer(_) = event {
+                    slow_consumer(role, &metrics, &last_warned);
+                } else {
+                    on_event(role, &tx, event);
+                }
+            }
         });
+    if let Some(n) = max_pending {
+        opts = opts.subscription_capacity(n);
+    }
     if let Some(t) = cfg.token {
         opts = opts.token(t.resolve()?.expose().to_string());
     }
@@ -93,6 +110,26 @@ pub fn redacted_urls(servers: &[String]) -> Vec<String> {
         .iter()
         .map(|s| crate::config::redact_url(s))
         .collect()
+}
+
+/// The client dropped a message its subscription had no room for: counted,
+/// and a warning at most every ten seconds.
+fn slow_consumer(role: &str, metrics: &Metrics, last_warned: &AtomicU64) {
+    if role == "local" {
+        Metrics::add(&metrics.local_dropped, 1);
+    }
+    let now = crate::store::now_ms() / 1000;
+    let before = last_warned.swap(now, Ordering::Relaxed);
+    if now.saturating_sub(before) >= 10 {
+        tracing::warn!(
+            link = role,
+            dropped_total = Metrics::get(&metrics.local_dropped),
+            "jetedge falls behind the messages on this link; the NATS client drops what does \
+             not fit in [local] max_pending (use request/reply to know an event was kept)"
+        );
+    } else {
+        last_warned.store(before, Ordering::Relaxed);
+    }
 }
 
 fn on_event(role: &str, tx: &watch::Sender<LinkState>, event: Event) {

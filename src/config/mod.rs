@@ -420,6 +420,10 @@ pub struct LocalConfig {
     /// the site server's own auth is the boundary). Empty: every source
     /// with `verify = "none"`.
     pub sources: Vec<String>,
+    /// Messages received but not yet taken that jetedge buffers; a
+    /// publisher that outruns it by more loses the excess (counted in
+    /// `jetedge_local_ingest_dropped_total`). Request/reply never does.
+    pub max_pending: usize,
     pub token: Option<SecretRef>,
     pub user: Option<String>,
     pub password: Option<SecretRef>,
@@ -435,6 +439,7 @@ impl Default for LocalConfig {
             ingest_subject: "ingest.>".into(),
             queue: "jetedge".into(),
             sources: Vec::new(),
+            max_pending: 65_536,
             token: None,
             user: None,
             password: None,

@@ -339,6 +339,9 @@ fn validate_local(l: &super::LocalConfig, names: &HashSet<&str>, p: &mut Problem
             "must be a queue group name: no spaces or wildcards",
         );
     }
+    if l.max_pending == 0 {
+        p.add("local.max_pending", "must be at least 1");
+    }
     for (i, name) in l.sources.iter().enumerate() {
         if !names.contains(name.as_str()) {
             p.add(

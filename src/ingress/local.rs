@@ -5,8 +5,13 @@
 //! JSON object (shaped like a webhook of that source). Each goes through the
 //! same pipeline as HTTP ingest. When the message has a reply subject, the
 //! reply carries the JSON an HTTP sender would get, and is sent only after
-//! the event is durable; a publish without one is fire-and-forget for the
-//! publisher, and just as durable once received.
+//! the event is durable. A publish without one is fire-and-forget: core
+//! NATS delivers it at most once, and every message jetedge receives is
+//! persisted like any other, including those still buffered when the node
+//! stops (the subscription is drained, not dropped). The one loss jetedge
+//! can cause is falling more than `[local] max_pending` messages behind,
+//! when the client drops the excess: counted in
+//! `jetedge_local_ingest_dropped_total` and logged.
 //!
 //! Messages are taken in bursts: whatever is waiting (up to `BURST`) is
 //! grouped by source in arrival order, and each source's group is one
@@ -54,10 +59,22 @@ pub async fn serve(client: Client, cfg: LocalConfig, ingest: Arc<Ingest>, stop: 
         }
     };
     tracing::info!(subject = %cfg.ingest_subject, queue = %cfg.queue, sources = ?allowed, "local NATS ingest ready");
+    let mut draining = false;
     loop {
         let first = tokio::select! {
-            m = sub.next() => match m { Some(m) => m, None => return },
-            _ = stop.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+            _ = stop.cancelled(), if !draining => {
+                // Stop taking new messages, but keep every message the
+                // server already sent: the subscription ends (`None`) once
+                // the server confirmed the unsubscribe and all of them
+                // were read.
+                draining = true;
+                if let Err(e) = sub.drain().await {
+                    tracing::warn!(error = %e, "could not drain the local ingest subscription");
+                    break;
+                }
+                continue;
+            }
         };
         let mut burst = vec![first];
         while burst.len() < BURST {
@@ -68,8 +85,6 @@ pub async fn serve(client: Client, cfg: LocalConfig, ingest: Arc<Ingest>, stop: 
         }
         handle_burst(&client, &ingest, &prefix, &allowed, burst).await;
     }
-    // Stop taking messages; those already handled were answered.
-    let _ = sub.unsubscribe().await;
 }
 
 /// The sources that may be published over NATS.

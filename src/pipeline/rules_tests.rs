@@ -167,7 +167,7 @@ fn first_match_wins_and_subject_templates_render() {
 [[route]]
 match = { prefix = { type = "audit." } }
 action = "forward"
-subject = "audit.{source}.{type}"
+subject = "{prefix}.audit.{source}.{type}"
 [[route]]
 match = { prefix = { type = "audit." } }
 action = "drop"
@@ -175,8 +175,11 @@ action = "drop"
     );
     let mut n = event("crm", "audit.login", json!({}));
     let d = r.apply("crm", &mut n, &mut [0; redact::COUNTED.len()]);
-    assert_eq!(d, Decision::Forward(Some("audit.crm.audit.login".into())));
-    assert_eq!(n.subject, "audit.crm.audit.login");
+    assert_eq!(
+        d,
+        Decision::Forward(Some("events.audit.crm.audit.login".into()))
+    );
+    assert_eq!(n.subject, "events.audit.crm.audit.login");
     assert_eq!(
         decide(&r, "crm", "order.x", json!({})),
         Decision::Forward(None)

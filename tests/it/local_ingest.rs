@@ -4,6 +4,7 @@
 use crate::support;
 
 use futures::StreamExt;
+use jetedge::metrics::Metrics;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::nats::{assert_exactly_once, jetstream, read_stream, NatsServer};
@@ -155,4 +156,113 @@ async fn replies_come_after_the_event_is_durable_and_match_http_answers() {
     let ev: Value = serde_json::from_slice(&hb.payload).unwrap();
     assert_eq!(ev["source"], "/jetedge/test-node/events");
     assert_eq!(ev["data"]["at"], 1);
+}
+
+/// What the site server sent to jetedge's local connection, once it closed.
+fn delivered_to_jetedge(site: &NatsServer) -> u64 {
+    let (_, body) =
+        support::http::blocking_get(site.monitor_port, "/connz?state=closed&limit=1000").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "jetedge-test-node-local")
+        .map(|c| c["out_msgs"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_and_forget_messages_received_before_a_stop_are_all_kept() {
+    let site = NatsServer::start();
+    let dir = TempDir::new("local-drain");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let text = node_config(dir.path(), &[offline]) + &local_section(&site);
+    let node = jetedge::Node::start(support::parse_config(&text))
+        .await
+        .unwrap();
+    let client = async_nats::connect(site.url()).await.unwrap();
+    // Wait for the node's subscription, then flood it without replies.
+    let ready = support::eventually(Duration::from_secs(10), async || {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(200),
+                client.request("ingest.events", scan(99, 0).to_string().into())
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    assert!(ready, "no local ingest reply");
+    let publisher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for n in 0..20_000 {
+                let body = scan(n % 8, n).to_string();
+                client.publish("ingest.events", body.into()).await.unwrap();
+            }
+            client.flush().await.unwrap();
+        })
+    };
+    // Stop the node while messages are still coming in and buffered.
+    let accepted = support::eventually(Duration::from_secs(30), async || {
+        Metrics::get(&node.metrics.events_accepted) > 2_000
+    })
+    .await;
+    assert!(accepted, "ingest never got going");
+    node.shutdown().await;
+    publisher.await.unwrap();
+
+    let sent = tokio::task::block_in_place(|| delivered_to_jetedge(&site));
+    let node = jetedge::Node::start(support::parse_config(&text))
+        .await
+        .unwrap();
+    let (kept, _) = node.backlog();
+    assert!(sent > 2_000, "the server delivered {sent}");
+    assert_eq!(
+        kept, sent,
+        "every message the server delivered to jetedge is in its store"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_beyond_max_pending_are_counted_as_dropped() {
+    let site = NatsServer::start();
+    let dir = TempDir::new("local-slow");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let text = node_config(dir.path(), &[offline]) + &local_section(&site) + "max_pending = 16\n";
+    let node = jetedge::Node::start(support::parse_config(&text))
+        .await
+        .unwrap();
+    let client = async_nats::connect(site.url()).await.unwrap();
+    let ready = support::eventually(Duration::from_secs(10), async || {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(200),
+                client.request("ingest.events", scan(99, 0).to_string().into())
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    assert!(ready, "no local ingest reply");
+    for n in 0..5_000 {
+        let body = scan(n % 8, n).to_string();
+        client.publish("ingest.events", body.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let counted = support::eventually(Duration::from_secs(10), async || {
+        Metrics::get(&node.metrics.local_dropped) > 0
+    })
+    .await;
+    let (kept, _) = node.backlog();
+    assert!(
+        counted,
+        "a publisher 5,000 messages ahead of a 16-message buffer lost none? kept {kept}"
+    );
+    assert!(kept < 5_001);
+    node.shutdown().await;
 }
