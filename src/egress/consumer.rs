@@ -135,15 +135,16 @@ async fn pump(sub: &Arc<Subscription>, consumer: &PullConsumer) {
         }
     };
     let slots = Arc::new(Semaphore::new(sub.cfg.max_in_flight));
-    // Stream sequences being delivered: a redelivery of one of them is
+    // Stream sequences being handled: a redelivery of one of them is
     // ignored, the first copy settles it.
     let busy = Arc::new(Mutex::new(HashSet::new()));
     let mut tasks = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("never closed"),
-            _ = sub.stop.cancelled() => break,
-        };
+        // Messages are taken as upstream sends them (at most the
+        // consumer's max_ack_pending, twice max_in_flight, are out at
+        // once); each waits for a delivery slot in its own task, kept
+        // alive upstream meanwhile, so a long retry of one message does
+        // not let the ack_wait of those queued behind it run out.
         let next = tokio::select! {
             m = messages.next() => m,
             _ = sub.stop.cancelled() => break,
@@ -168,8 +169,17 @@ async fn pump(sub: &Arc<Subscription>, consumer: &PullConsumer) {
         if !busy.lock().expect("busy set").insert(seq) {
             continue;
         }
-        let (sub, busy) = (sub.clone(), busy.clone());
+        let (sub, busy, slots) = (sub.clone(), busy.clone(), slots.clone());
         tasks.spawn(async move {
+            let wait = keep_alive(&msg, sub.cfg.ack_wait.0, slots.acquire_owned());
+            let permit = tokio::select! {
+                p = wait => p.expect("never closed"),
+                _ = sub.stop.cancelled() => {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    busy.lock().expect("busy set").remove(&seq);
+                    return;
+                }
+            };
             settle(&sub, msg).await;
             busy.lock().expect("busy set").remove(&seq);
             drop(permit);
@@ -211,13 +221,14 @@ async fn settle(sub: &Subscription, msg: Message) {
     }
 }
 
-/// Runs `work`, telling upstream every third of `ack_wait` that the message
-/// is still in hand, so long retries do not cause redeliveries.
-async fn keep_alive(
+/// Runs `work` (a delivery, or the wait for a slot), telling upstream every
+/// third of `ack_wait` that the message is still in hand, so long retries
+/// do not cause redeliveries.
+async fn keep_alive<T>(
     msg: &Message,
     ack_wait: Duration,
-    work: impl std::future::Future<Output = Outcome>,
-) -> Outcome {
+    work: impl std::future::Future<Output = T>,
+) -> T {
     tokio::pin!(work);
     let every = (ack_wait / 3).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

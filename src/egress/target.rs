@@ -1,6 +1,9 @@
 //! The places a subscription delivers to, and what "took it" means for each:
-//! - `subject`: the site's server received the core NATS publish (the
-//!   client's buffer was flushed to it while connected);
+//! - `subject`: the publish was written to the site's server (the client's
+//!   buffer flushed while connected). Core NATS has no acknowledgement:
+//!   the upstream message is then acked, so delivery to core subscribers
+//!   is at most once (a subscriber that is down, slow or reconnecting
+//!   misses it). Apps that must not miss an event use `stream`;
 //! - `stream`: the site's JetStream acknowledged it (`Nats-Msg-Id` = event
 //!   id, so a repeat is stored once);
 //! - `webhook`: the microapp answered 2xx to a POST signed per Standard

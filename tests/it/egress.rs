@@ -507,3 +507,42 @@ async fn local_first_delivers_offline_and_once_after_upstream_returns() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_once(&local.ids(), &want, "subscriber after an upstream restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_a_slot_are_kept_alive_and_not_redelivered() {
+    let upstream = NatsServer::start();
+    let js = upstream_stream(&upstream.url()).await;
+    // Each delivery takes longer than ack_wait: a message that waits for
+    // the one slot without progress acks would be redelivered meanwhile.
+    let hook = Receiver::start(SECRET, Mode::Slow(Duration::from_millis(1500))).await;
+    let dir = TempDir::new("egress-wait");
+    let text = node_config(&dir.path().join("data"), &[upstream.url()])
+        + &subscription(
+            "queued",
+            "events.queued.>",
+            &(webhook(&hook.url) + "max_in_flight = 2\n"),
+        )
+        .replace("ack_wait = \"5s\"", "ack_wait = \"1s\"");
+    let node = jetedge::Node::start(support::parse_config(&text))
+        .await
+        .unwrap();
+    let ids = publish(&js, "queued", 4).await;
+    wait_for("four deliveries", Duration::from_secs(30), || {
+        hook.count() >= 4
+    })
+    .await;
+    // Time for a redelivery to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_once(&hook.taken(), &ids, "webhook behind one slot");
+    assert_eq!(hook.requests(), 4, "no event was sent twice");
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("EDGE")
+        .await
+        .unwrap()
+        .get_consumer("test-node-queued")
+        .await
+        .unwrap();
+    let info = consumer.cached_info();
+    assert_eq!(info.num_redelivered, 0, "{info:?}");
+    node.shutdown().await;
+}
