@@ -113,3 +113,49 @@ async fn the_admin_api_checks_its_token_and_answers_every_route() {
     assert!(status == 200 && body.contains("\"purged\":0"), "{body}");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn pages_elsewhere_can_neither_write_nor_rebind_their_way_in() {
+    let dir = TempDir::new("admin-origin");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let node = jetedge::Node::start(parse_config(&node_config(dir.path(), &[offline])))
+        .await
+        .unwrap();
+    let addr = node.admin_addr.unwrap();
+    let host = addr.to_string();
+    // A "simple" cross-site POST from a page in the kiosk's browser.
+    let (status, body) = support::http::call(
+        addr,
+        "POST",
+        "/admin/forwarder/pause",
+        &[("origin", "http://evil.example"), ("host", &host)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("cross_origin")),
+        "{body}"
+    );
+    // DNS rebinding: a hostile name that resolves to the node.
+    let (status, body) =
+        support::http::call(addr, "GET", "/admin/dlq", &[("host", "evil.example:9090")]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("host_not_allowed")),
+        "{body}"
+    );
+    // The operator's own tools and pages still work.
+    let own = format!("http://{host}");
+    let (status, body) = support::http::call(
+        addr,
+        "POST",
+        "/admin/forwarder/pause",
+        &[("origin", &own), ("host", &host)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) =
+        support::http::call(addr, "GET", "/admin/status", &[("host", "localhost:9090")]).await;
+    assert_eq!(status, 200);
+    node.shutdown().await;
+}

@@ -115,3 +115,47 @@ subjects = ["events.>"]
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
 }
+
+#[test]
+fn an_open_source_on_a_public_listener_is_refused_and_short_dedupe_ttls_are_warned() {
+    let dir = TempDir::new("cli-open");
+    let file = dir.path().join("open.toml");
+    let text = r#"
+[ingress]
+listen = "0.0.0.0:8080"
+[[source]]
+name = "kiosk"
+verify = "none"
+"#;
+    std::fs::write(&file, text).unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("source[0].verify") && out.contains("allow_unauthenticated"),
+        "{out}"
+    );
+    // Said on purpose, it is allowed.
+    std::fs::write(&file, format!("{text}allow_unauthenticated = true\n")).unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 0, "{out}");
+
+    // A Stripe source that forgets keys before Stripe stops retrying.
+    let stripe = r#"
+[[source]]
+name = "pay"
+verify = "stripe"
+secrets = ["env:STRIPE_WEBHOOK_SECRET"]
+dedupe_ttl = "24h"
+"#;
+    std::fs::write(&file, stripe).unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: source[0].dedupe_ttl") && out.contains("3days"),
+        "{out}"
+    );
+    // Its default covers the retries: no warning.
+    std::fs::write(&file, stripe.replace("dedupe_ttl = \"24h\"\n", "")).unwrap();
+    let (_, out) = check(&file);
+    assert!(!out.contains("warning"), "{out}");
+}

@@ -49,7 +49,9 @@ async fn removals_of_forwarded_events_survive_a_kill_9_in_the_middle_of_a_drain(
     let mut upstream = NatsServer::start();
     upstream.stop();
     let dir = TempDir::new("removals");
-    let text = node_config(&dir.path().join("data"), &[upstream.url()])
+    // Credentials in the URL (the server takes any): never in the log.
+    let url = upstream.url().replace("nats://", "nats://edge:hunter2@");
+    let text = node_config(&dir.path().join("data"), &[url])
         .replace("max_body = \"64KiB\"", "max_body = \"1MiB\"");
     let mut node = Binary::configured(dir.path(), &text);
     tokio::task::block_in_place(|| node.start());
@@ -93,6 +95,11 @@ async fn removals_of_forwarded_events_survive_a_kill_9_in_the_middle_of_a_drain(
     let js = jetstream(&[upstream.url()]).await;
     let msgs = read_stream(&js, "EDGE", 40_000, Duration::from_secs(120)).await;
     assert_eq!(msgs.len(), 40_000);
+    let log = node.log();
+    assert!(
+        log.contains("edge:***@") && !log.contains("hunter2"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,7 +278,7 @@ async fn retries_dead_letters_replay_breakers_and_isolation() {
     let dir = TempDir::new("egress-retry");
     let text = node_config(&dir.path().join("data"), &[upstream.url()])
         + &subscription("flaky", "events.flaky.>", &(webhook(&flaky.url) + quick_retry))
-        + &subscription("dead", "events.dead.>", &(webhook(&dead.url) + "[subscription.retry]\ninitial = \"10ms\"\nmax = \"10ms\"\nmax_attempts = 3\n"))
+        + &subscription("dead", "events.dead.>", &(webhook(&format!("{}?token=hunter2", dead.url)) + "[subscription.retry]\ninitial = \"10ms\"\nmax = \"10ms\"\nmax_attempts = 3\n"))
         + &subscription("broken", "events.broken.>", &(webhook(&broken.url) + "max_in_flight = 1\n[subscription.retry]\ninitial = \"10ms\"\nmax = \"10ms\"\nmax_attempts = 100\n[subscription.breaker]\nfailures = 3\ncool_off = \"1h\"\n"))
         + &subscription("slow", "events.slow.>", &(webhook(&slow.url) + "max_in_flight = 1\n"))
         + &subscription("fast", "events.fast.>", &webhook(&fast.url));
@@ -331,6 +331,9 @@ async fn retries_dead_letters_replay_breakers_and_isolation() {
         listing.contains(&dead_ids[0]) && listing.contains("503"),
         "{listing}"
     );
+    // The webhook's query token shows nowhere: dead letters, API, log.
+    assert!(listing.contains("token=***"), "{listing}");
+    assert!(!listing.contains("hunter2") && !node.log().contains("hunter2"));
     let (ok, json_list) = cli(&node, &["dlq", "list", "--json"]);
     assert!(ok, "{json_list}");
     let list: Value = serde_json::from_str(&json_list).unwrap();
