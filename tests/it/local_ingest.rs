@@ -128,16 +128,14 @@ async fn replies_come_after_the_event_is_durable_and_match_http_answers() {
         .await
         .unwrap();
     client.flush().await.unwrap();
+    let forwarded = support::eventually(Duration::from_secs(30), async || {
+        sub.info().await.unwrap().state.messages == before + 1
+    })
+    .await;
     assert!(
-        support::eventually(Duration::from_secs(10), async || sub
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-            == before + 1)
-        .await,
-        "the fire-and-forget event was not forwarded"
+        forwarded,
+        "the fire-and-forget event was not forwarded; the node's log ends:\n{}",
+        node.log_tail(40)
     );
     let mut consumer_msgs = js
         .get_stream("EDGE")
