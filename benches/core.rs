@@ -9,7 +9,10 @@
 //! (d) the same with forwarding paused; (e)/(f) the filter and redaction
 //!     pipeline (`core/pipeline.rs`); (g)-(i) egress: a bare pull consumer
 //!     against jetedge delivering to a site subject and to a webhook
-//!     (`core/egress.rs`, `JETEDGE_BENCH_EGRESS`, default 20000 events).
+//!     (`core/egress.rs`, `JETEDGE_BENCH_EGRESS`, default 20000 events);
+//! (j) the outbox drain over a slow uplink (256 kbit/s, 200 ms round trip,
+//!     a bandwidth-limited proxy), as a share of the link's capacity
+//!     (`JETEDGE_BENCH_SLOW_EVENTS`, default 1500).
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench core`). Sizes:
 //! `JETEDGE_BENCH_EVENTS` (default 200000) for (a) and (b),
@@ -96,6 +99,12 @@ async fn run() {
     println!(
         "(d) the same ingest, forwarding paused   {:>10.0} events/s  (p50 {:.2} ms, p99 {:.2} ms)",
         d.rate, d.p50_ms, d.p99_ms
+    );
+    let slow_events = env_usize("JETEDGE_BENCH_SLOW_EVENTS", 1_500 / scale.min(15));
+    let (j, share) = slow_drain(&nats, slow_events).await;
+    println!(
+        "(j) outbox drain over a 256 kbit/s link, 100 ms each way: {j:.0} B/s on the wire = {:.0}% of the link  ({slow_events} events; target >= 50%)",
+        share * 100.0
     );
     println!("ratio b/a = {:.2}  (target >= 0.70)", b / a);
     println!(
@@ -202,8 +211,8 @@ async fn bare_publisher(nats: &NatsServer, n: usize) -> f64 {
 }
 
 /// A node on `nats` with `rules` (TOML) appended to the test config.
-async fn start_node(dir: &TempDir, nats: &NatsServer, rules: &str) -> NodeHandle {
-    let text = node_config(dir.path(), &[nats.url()])
+async fn start_node(dir: &TempDir, upstream: &str, rules: &str) -> NodeHandle {
+    let text = node_config(dir.path(), &[upstream.to_string()])
         .replace("max_buffer = \"512MiB\"", "max_buffer = \"8GiB\"")
         .replace("max_body = \"64KiB\"", "max_body = \"4MiB\"");
     Node::start(parse_config(&format!("{text}\n{rules}")))
@@ -219,8 +228,31 @@ async fn wait_drained(node: &NodeHandle) {
 
 /// (b): fills the outbox with forwarding paused, then times the drain.
 async fn drain(nats: &NatsServer, n: usize) -> f64 {
+    n as f64 / drain_via(&nats.url(), n).await
+}
+
+/// (j): the same drain over a 256 kbit/s uplink with 100 ms each way (a
+/// bandwidth-limited proxy); the wire bytes per second it carried, and
+/// that as a share of the link.
+async fn slow_drain(nats: &NatsServer, n: usize) -> (f64, f64) {
+    const RATE: u64 = 32_000;
+    let link = support::proxy::SlowLink::start(
+        format!("127.0.0.1:{}", nats.port),
+        RATE,
+        Duration::from_millis(100),
+    )
+    .await;
+    let before = link.upstream_bytes.load(Ordering::Relaxed);
+    let secs = drain_via(&link.url(), n).await;
+    let carried = (link.upstream_bytes.load(Ordering::Relaxed) - before) as f64;
+    (carried / secs, carried / secs / RATE as f64)
+}
+
+/// Fills a node's outbox with `n` events while paused, then returns the
+/// seconds it takes to drain into `upstream`.
+async fn drain_via(upstream: &str, n: usize) -> f64 {
     let dir = TempDir::new("bench-drain");
-    let node = start_node(&dir, nats, "").await;
+    let node = start_node(&dir, upstream, "").await;
     node.pause_forwarding(true);
     let client = Client::new(node.ingress_addr);
     let headers = vec![(
@@ -246,9 +278,9 @@ async fn drain(nats: &NatsServer, n: usize) -> f64 {
     let started = Instant::now();
     node.pause_forwarding(false);
     wait_drained(&node).await;
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     node.shutdown().await;
-    rate
+    secs
 }
 
 struct IngestFigures {
@@ -263,7 +295,7 @@ struct IngestFigures {
 async fn ingest(nats: &NatsServer, load: &Load, forwarding: bool, rules: &str) -> IngestFigures {
     let (n, concurrency) = (load.requests, load.concurrency);
     let dir = TempDir::new("bench-ingest");
-    let node = start_node(&dir, nats, rules).await;
+    let node = start_node(&dir, &nats.url(), rules).await;
     node.pause_forwarding(!forwarding);
     // Built and signed up front, so the load generator costs little more
     // than its socket calls (as wrk would) and is not counted against the node.

@@ -376,6 +376,10 @@ pub struct UpstreamConfig {
     pub duplicate_window: HumanDuration,
     /// Publishes awaiting their PubAck at once.
     pub max_in_flight: usize,
+    /// Payload bytes awaiting their PubAck at once: the most the
+    /// congestion window may open to (it starts at 64 KiB and follows the
+    /// link), and what bounds the forwarder's memory.
+    pub max_in_flight_bytes: ByteSize,
     /// How long to wait for one PubAck before resending.
     pub ack_timeout: HumanDuration,
     pub token: Option<SecretRef>,
@@ -396,6 +400,7 @@ impl Default for UpstreamConfig {
             replicas: 1,
             duplicate_window: HumanDuration::secs(2 * 3600),
             max_in_flight: 1024,
+            max_in_flight_bytes: ByteSize::mib(4),
             ack_timeout: HumanDuration::secs(5),
             token: None,
             user: None,

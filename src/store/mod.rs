@@ -102,7 +102,7 @@ pub enum Outcome {
 }
 
 /// Where an event sits in the outbox: its batch and its place in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     pub seq: u64,
     pub index: u32,

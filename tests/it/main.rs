@@ -18,3 +18,4 @@ mod ingress;
 mod local_ingest;
 mod poison;
 mod redaction;
+mod slow_link;

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod nats;
 pub mod node;
+pub mod proxy;
 pub mod tmpfs;
 pub mod webhook;
 

@@ -1,13 +1,16 @@
 //! The forwarder: drains the outbox into upstream JetStream, in order.
 //!
-//! It keeps up to `max_in_flight` publishes awaiting their PubAck, each with
-//! `Nats-Msg-Id` = event id, and removes an outbox entry only after its ack.
-//! On any failure it stops sending, settles what is in flight, and starts
-//! again from the oldest entry still in the outbox after a backoff:
-//! JetStream's duplicate window drops the resends that had in fact landed.
+//! It keeps publishes awaiting their PubAck, each with `Nats-Msg-Id` =
+//! event id, within a congestion window (`window.rs`: bytes, paced by the
+//! acks' round trip) and `max_in_flight`, and removes an outbox entry only
+//! after its ack. On any failure it stops sending, settles what is in
+//! flight, and starts again from the oldest entry still in the outbox after
+//! a backoff, skipping what upstream acknowledged meanwhile; JetStream's
+//! duplicate window drops any resend that had in fact landed.
 //!
 //! Invariants: this is the only task that removes outbox entries; it never
-//! holds more than `max_in_flight` records in memory.
+//! holds more than `max_in_flight` records and `max_in_flight_bytes` of
+//! payload in flight, plus one read-ahead of the outbox.
 
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
@@ -17,6 +20,7 @@ use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_nats::HeaderMap;
 use futures::stream::{FuturesOrdered, StreamExt};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +33,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a warning repeats while upstream stays unreachable or refusing.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// Outbox events read at once when the window has room.
+const READ_AHEAD: usize = 256;
 /// Least time between two reads of the stream's subjects.
 const SUBJECTS_REFRESH: Duration = Duration::from_secs(1);
 
@@ -49,6 +55,8 @@ enum ForwardError {
 enum Refusal {
     /// Worth a retry: a timeout, a lost connection, a stream between leaders.
     Transient(String),
+    /// No ack within the publish's deadline.
+    TimedOut(Duration),
     /// Nobody answered for the subject: a poison event if no stream
     /// captures it, a stream being set up otherwise.
     NoResponders,
@@ -98,29 +106,73 @@ impl StreamView {
     }
 }
 
+mod window;
+use window::Window;
+
+/// One publish awaiting its ack.
+struct Sent {
+    p: Pending,
+    /// Its payload bytes (0 for an event upstream took in an earlier pump).
+    size: u64,
+    at: Instant,
+}
+
 /// What one publish settled to: the event, and whether upstream took it.
-type Ack = (Pending, Result<(), Refusal>);
+type Ack = (Sent, Result<(), Refusal>);
+
+/// The forwarder's view of upstream across pumps.
+struct Link {
+    /// API requests (stream info), bounded by `ack_timeout`.
+    api: jetstream::Context,
+    /// Publishes; their acks are bounded by the window's deadlines instead.
+    publisher: jetstream::Context,
+    view: StreamView,
+    window: Window,
+    /// Events upstream acknowledged after the pump that sent them failed:
+    /// the next pump settles them without sending them again.
+    acked: HashSet<Position>,
+}
+
+/// What one pump has in flight and has read but not sent.
+#[derive(Default)]
+struct Flight {
+    acks: FuturesOrdered<futures::future::BoxFuture<'static, Ack>>,
+    bytes: u64,
+    ready: VecDeque<Pending>,
+    cursor: Option<Position>,
+}
 
 impl Forwarder {
     pub async fn run(mut self) {
-        let js = jetstream::ContextBuilder::new()
+        let api = jetstream::ContextBuilder::new()
             .timeout(self.cfg.ack_timeout.0)
+            .build(self.client.clone());
+        let publisher = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(3600))
+            // A publish we gave up on keeps its permit this long at most.
+            .ack_timeout(Duration::from_secs(1))
             // Our own window bounds what is in flight; the context's is only a backstop.
             .max_ack_inflight(self.cfg.max_in_flight * 2)
             .backpressure_on_inflight(true)
             .build(self.client.clone());
-        let mut view = StreamView::default();
+        let mut link = Link {
+            api,
+            publisher,
+            view: StreamView::default(),
+            window: Window::new(self.cfg.max_in_flight, self.cfg.max_in_flight_bytes.0),
+            acked: HashSet::new(),
+        };
         let mut backoff = BACKOFF_MIN;
         let mut warned: Option<Instant> = None;
         loop {
             // After every reconnect the stream is checked again: the
             // server, and so its limits, may have changed.
-            if !self.wait_until_ready(&mut view).await {
+            if !self.wait_until_ready(&mut link.view).await {
                 return;
             }
-            let result = match view.read_at {
-                Some(_) => self.pump(&js, &mut view).await,
-                None => self.ensure_stream(&js, &mut view).await,
+            let result = match link.view.read_at {
+                Some(_) => self.pump(&mut link).await,
+                None => self.ensure_stream(&link.api, &mut link.view).await,
             };
             match result {
                 Ok(()) if self.shutdown.is_cancelled() => return,
@@ -134,7 +186,7 @@ impl Forwarder {
                     Metrics::add(&self.metrics.publish_failures, 1);
                     self.report(&e, &mut warned, backoff);
                     if matches!(e, ForwardError::Stream(_)) {
-                        view.read_at = None;
+                        link.view.read_at = None;
                     }
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     tokio::select! {
@@ -257,45 +309,31 @@ impl Forwarder {
 
     /// Publishes until an error or a stop. Always starts from the oldest
     /// entry in the outbox, so nothing unacknowledged is skipped.
-    async fn pump(
-        &mut self,
-        js: &jetstream::Context,
-        view: &mut StreamView,
-    ) -> Result<(), ForwardError> {
-        let window = self.cfg.max_in_flight;
-        let mut inflight: FuturesOrdered<futures::future::BoxFuture<'static, Ack>> =
-            FuturesOrdered::new();
+    async fn pump(&mut self, link: &mut Link) -> Result<(), ForwardError> {
+        let mut f = Flight::default();
         let mut done = Vec::with_capacity(REMOVE_BATCH);
-        let mut cursor = None;
         let mut failure: Option<ForwardError> = None;
         // Removals queued by an earlier pump are applied before the outbox
         // is read again, so nothing acknowledged is sent twice.
         self.store.sync().await?;
         loop {
             let stopping = self.shutdown.is_cancelled() || *self.paused.borrow();
-            let room = window - inflight.len();
-            if failure.is_none() && !stopping && (inflight.is_empty() || room >= window / 4) {
-                for p in self.store.pending(cursor, room)? {
-                    cursor = Some(Position {
-                        seq: p.at.seq,
-                        index: p.at.index + 1,
-                    });
-                    match self.publish(js, p).await {
-                        Ok(fut) => inflight.push_back(fut),
-                        Err(e) => {
-                            failure = Some(ForwardError::Publish(e));
-                            break;
-                        }
-                    }
+            if failure.is_none() && !stopping {
+                if let Err(e) = self.fill(link, &mut f).await {
+                    failure = Some(e);
                 }
             }
-            if inflight.is_empty() {
+            if f.acks.is_empty() {
                 self.remove(&mut done).await?;
                 if let Some(e) = failure {
                     return Err(e);
                 }
                 if stopping {
                     return Ok(());
+                }
+                if f.ready.is_empty() {
+                    // Idle: whatever was remembered as taken is gone from the outbox.
+                    link.acked.clear();
                 }
                 tokio::select! {
                     _ = self.store.wait_for_data(Duration::from_secs(1)) => {}
@@ -305,28 +343,34 @@ impl Forwarder {
                 continue;
             }
             let next = if self.shutdown.is_cancelled() {
-                tokio::time::timeout(self.drain_timeout, inflight.next())
+                tokio::time::timeout(self.drain_timeout, f.acks.next())
                     .await
                     .ok()
                     .flatten()
             } else {
                 tokio::select! {
-                    ack = inflight.next() => ack,
+                    ack = f.acks.next() => ack,
                     _ = self.shutdown.cancelled() => continue,
                 }
             };
-            let Some((p, result)) = next else {
+            let Some((sent, result)) = next else {
                 // Draining for a stop timed out: the rest is resent after restart.
                 return Ok(());
             };
+            f.bytes -= sent.size;
             // Acks settle in publish order, and after a failure nothing
             // more is removed or parked in this pump: a batch whose last
-            // event is settled had every event before it settled.
-            if failure.is_none() {
-                match self.settle(js, view, &p, result).await {
-                    Ok(()) => done.extend(p.batch_done),
+            // event is settled had every event before it settled. What
+            // upstream still took is remembered, so it is not sent again.
+            match &failure {
+                None => match self.settle(link, &sent, result).await {
+                    Ok(()) => done.extend(sent.p.batch_done),
                     Err(e) => failure = Some(e),
+                },
+                Some(_) if result.is_ok() => {
+                    link.acked.insert(sent.p.at);
                 }
+                Some(_) => {}
             }
             if done.len() >= REMOVE_BATCH {
                 self.remove(&mut done).await?;
@@ -334,17 +378,70 @@ impl Forwarder {
         }
     }
 
+    /// Sends outbox events while the window has room.
+    async fn fill(&self, link: &mut Link, f: &mut Flight) -> Result<(), ForwardError> {
+        loop {
+            if f.ready.is_empty() {
+                let more = self.store.pending(f.cursor, READ_AHEAD)?;
+                let Some(last) = more.last() else {
+                    return Ok(());
+                };
+                f.cursor = Some(Position {
+                    seq: last.at.seq,
+                    index: last.at.index + 1,
+                });
+                f.ready.extend(more);
+            }
+            let p = f.ready.front().expect("refilled above");
+            if link.acked.remove(&p.at) {
+                let sent = Sent {
+                    p: f.ready.pop_front().expect("just seen"),
+                    size: 0,
+                    at: Instant::now(),
+                };
+                f.acks.push_back(Box::pin(async move { (sent, Ok(())) }));
+                continue;
+            }
+            let size = p.record.payload.len() as u64;
+            if !link.window.has_room(f.acks.len(), f.bytes, size) {
+                return Ok(());
+            }
+            let p = f.ready.pop_front().expect("just seen");
+            let deadline = link.window.deadline(self.cfg.ack_timeout.0, f.bytes);
+            let ack = self
+                .publish(&link.publisher, p, size, deadline)
+                .await
+                .map_err(ForwardError::Publish)?;
+            f.bytes += size;
+            f.acks.push_back(ack);
+        }
+    }
+
     /// What to do with one settled publish: done (taken or parked), or the
     /// failure that ends this pump.
     async fn settle(
         &self,
-        js: &jetstream::Context,
-        view: &mut StreamView,
-        p: &Pending,
+        link: &mut Link,
+        sent: &Sent,
         result: Result<(), Refusal>,
     ) -> Result<(), ForwardError> {
+        let p = &sent.p;
+        let (js, view) = (&link.api, &mut link.view);
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if sent.size > 0 {
+                    let now = Instant::now();
+                    link.window.on_ack(sent.size, now - sent.at, now);
+                }
+                Ok(())
+            }
+            Err(Refusal::TimedOut(after)) => {
+                link.window.on_timeout();
+                Err(ForwardError::Publish(format!(
+                    "no ack within {after:?} (window now {} bytes)",
+                    link.window.bytes()
+                )))
+            }
             Err(Refusal::Poison(reason, error)) => self.park(p, reason, error),
             Err(Refusal::NoResponders) => {
                 let subject = &p.record.subject;
@@ -396,11 +493,14 @@ impl Forwarder {
     }
 
     /// Sends one event; the returned future resolves once upstream
-    /// answered for it (at once, for one the client refuses to send).
+    /// answered for it, at once for one the client refuses to send, or
+    /// with `TimedOut` after `deadline`.
     async fn publish(
         &self,
         js: &jetstream::Context,
         p: Pending,
+        size: u64,
+        deadline: Duration,
     ) -> Result<futures::future::BoxFuture<'static, Ack>, String> {
         let r = &p.record;
         let mut headers = HeaderMap::new();
@@ -412,14 +512,23 @@ impl Forwarder {
         let msg = PublishMessage::build()
             .payload(r.payload.clone().into())
             .headers(headers);
+        let at = Instant::now();
         match js.send_publish(r.subject.clone(), msg).await {
             Ok(ack) => Ok(Box::pin(async move {
-                let result = ack.await.map(drop).map_err(|e| classify(&e));
-                (p, result)
+                let result =
+                    match tokio::time::timeout(deadline, std::future::IntoFuture::into_future(ack))
+                        .await
+                    {
+                        Ok(r) => r.map(drop).map_err(|e| classify(&e)),
+                        Err(_) => Err(Refusal::TimedOut(deadline)),
+                    };
+                (Sent { p, size, at }, result)
             })),
             Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                 let refusal = Refusal::Poison(ParkReason::TooLarge, e.to_string());
-                Ok(Box::pin(async move { (p, Err(refusal)) }))
+                Ok(Box::pin(
+                    async move { (Sent { p, size, at }, Err(refusal)) },
+                ))
             }
             Err(e) => Err(e.to_string()),
         }

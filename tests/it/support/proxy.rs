@@ -1,0 +1,114 @@
+//! A TCP proxy on a free loopback port standing in for a slow uplink:
+//! each direction is limited to `bytes_per_sec` and delayed by `latency`
+//! (one way), with a bounded queue, so a sender that outruns it is held
+//! back by TCP as on a real cellular link. It counts the bytes it carried.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Chunks a direction reads at once (about a TCP segment).
+const CHUNK: usize = 1400;
+/// Chunks queued on the "link" before the reader stops taking more.
+const QUEUE: usize = 64;
+
+pub struct SlowLink {
+    pub port: u16,
+    /// Bytes carried towards the target, and back.
+    pub upstream_bytes: Arc<AtomicU64>,
+    pub downstream_bytes: Arc<AtomicU64>,
+    /// Connections accepted (a reconnect shows as a second one).
+    pub connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowLink {
+    /// Proxies a loopback port to `target` (a loopback address).
+    pub async fn start(target: String, bytes_per_sec: u64, latency: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (u, d, c) = (up.clone(), down.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::Relaxed);
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(carry(cr, sw, bytes_per_sec, latency, u.clone()));
+                tokio::spawn(carry(sr, cw, bytes_per_sec, latency, d.clone()));
+            }
+        });
+        Self {
+            port,
+            upstream_bytes: up,
+            downstream_bytes: down,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One direction: serialise chunks at the link's rate, deliver each
+/// `latency` after it finished crossing.
+async fn carry(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    rate: u64,
+    latency: Duration,
+    counted: Arc<AtomicU64>,
+) {
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut free_at = Instant::now();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        counted.fetch_add(n as u64, Ordering::Relaxed);
+        let start = free_at.max(Instant::now());
+        free_at = start + Duration::from_secs_f64(n as f64 / rate as f64);
+        // Holding the read until the chunk has crossed keeps the queue
+        // (and so the link's buffer) bounded, as a real link does.
+        tokio::time::sleep_until(start).await;
+        if tx
+            .send((free_at + latency, buf[..n].to_vec()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
