@@ -36,7 +36,19 @@ impl Binary {
         }
     }
 
+    /// Starts the process and waits until `/readyz` answers 200.
     pub fn start(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// The process id of the running node.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Starts the process without waiting for it.
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -51,6 +63,9 @@ impl Binary {
             .spawn()
             .expect("starting jetedge");
         self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while blocking_get(self.port, "/readyz").is_none_or(|(s, _)| s != 200) {
             let exited = self
