@@ -148,31 +148,63 @@ mod tests {
         assert!(!w.has_room(1024, 0, 1100), "the count limit holds");
     }
 
-    #[test]
-    fn a_slow_link_stops_the_window_where_its_queue_would_pass_the_budget() {
-        // 32 KB/s with 200 ms of round trip: the window settles so that
-        // the queueing delay stays near the budget, not at the config's 16 MiB.
-        let mut w = Window::new(1024, 16 << 20);
-        let mut now = Instant::now();
-        let rate = 32_000.0;
-        for _ in 0..5_000 {
-            let queue = Duration::from_secs_f64(w.bytes() as f64 / rate);
-            now += Duration::from_secs_f64(1100.0 / rate);
-            w.on_ack(1100, 200 * MS + queue, now);
+    /// Acks over a simulated link: a FIFO of `rate` bytes/s plus a fixed
+    /// round trip; returns (bytes per second acked, worst queueing delay)
+    /// over the second half of `acks` acks of `size` bytes.
+    fn simulate(w: &mut Window, rate: f64, rtt: f64, size: u64, acks: usize) -> (f64, f64) {
+        let start = Instant::now();
+        let (mut t, mut link_free, mut bytes) = (0.0f64, 0.0f64, 0u64);
+        let mut inflight = std::collections::VecDeque::new();
+        let (mut worst, mut acked, mut from) = (0.0f64, 0u64, 0.0f64);
+        for n in 0..acks {
+            while w.has_room(inflight.len(), bytes, size) {
+                let begin = link_free.max(t);
+                link_free = begin + size as f64 / rate;
+                inflight.push_back((link_free + rtt, t));
+                bytes += size;
+            }
+            let (at, sent) = inflight.pop_front().expect("one in flight");
+            t = at;
+            bytes -= size;
+            w.on_ack(
+                size,
+                Duration::from_secs_f64(at - sent),
+                start + Duration::from_secs_f64(at),
+            );
+            if n == acks / 2 {
+                from = t;
+            } else if n > acks / 2 {
+                worst = worst.max(at - sent - rtt - size as f64 / rate);
+                acked += size;
+            }
         }
-        let queued = Duration::from_secs_f64(w.bytes() as f64 / rate);
+        (acked as f64 / (t - from), worst)
+    }
+
+    #[test]
+    fn a_slow_link_is_kept_full_without_a_queue_past_the_budget() {
+        // 32 KB/s (256 kbit/s) with 200 ms of round trip, a 16 MiB limit.
+        let mut w = Window::new(1024, 16 << 20);
+        let (rate, queued) = simulate(&mut w, 32_000.0, 0.2, 1100, 4_000);
+        assert!(rate > 0.9 * 32_000.0, "{rate:.0} B/s of 32000");
         assert!(
-            queued < QUEUE_BUDGET * 3,
-            "window {} B is {queued:?} of queue",
+            queued < 2.5 * QUEUE_BUDGET.as_secs_f64(),
+            "{queued:.2} s of queue (window {} B)",
             w.bytes()
-        );
-        assert!(
-            w.bytes() >= 32_000 / 5,
-            "the window still covers the round trip"
         );
         // The deadline of a publish behind the whole window covers its wait.
         let d = w.deadline(Duration::from_secs(5), w.bytes());
-        assert!(d > Duration::from_secs(5) + queued / 2, "{d:?}");
+        let wait = Duration::from_secs_f64(w.bytes() as f64 / 32_000.0);
+        assert!(d >= Duration::from_secs(5) + wait / 2, "{d:?} for {wait:?}");
+    }
+
+    #[test]
+    fn a_fast_link_is_not_held_back_by_the_window() {
+        // 100 MB/s with 0.5 ms of round trip: the window opens to the
+        // count limit long before the queue matters.
+        let mut w = Window::new(1024, 16 << 20);
+        let (rate, _) = simulate(&mut w, 100e6, 0.0005, 1100, 20_000);
+        assert!(rate > 0.9 * 100e6, "{rate:.0} B/s");
     }
 
     #[test]

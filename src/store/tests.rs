@@ -85,6 +85,8 @@ async fn accepted_events_come_back_in_order_after_reopen() {
         .remove_forwarded(vec![pending[2].batch_done.unwrap()])
         .await
         .unwrap();
+    // Removals are applied by the committer, in order with everything else.
+    store.sync().await.unwrap();
     let ids: Vec<_> = store
         .pending(None, 10)
         .unwrap()
