@@ -11,12 +11,12 @@
 //! `flush_async` calls deadlock there).
 
 use super::idem::Generations;
-use super::record::encode_batch;
+use super::meta;
+use super::outbox::{Entry, NewBatch, Pos};
+use super::record::{batch_count, decode_batch, encode_batch};
 use super::sync::Durability;
-use super::{now_ms, Inner, NewEvent, Outcome, StoreError};
-use sled::transaction::{
-    ConflictableTransactionResult, TransactionError, Transactional, TransactionalTree,
-};
+use super::{now_ms, Forwarded, Inner, NewEvent, Outcome, StoreError};
+use sled::transaction::{TransactionError, Transactional};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -67,6 +67,66 @@ impl Committer {
             durability,
             idem,
         })
+    }
+
+    /// Applies the keys and marks of records that reached the log but not
+    /// sled before a crash, and makes them durable.
+    pub(super) fn recover(&mut self, unapplied: Vec<Entry>) -> Result<(), StoreError> {
+        let Some(last) = unapplied.last().map(|e| e.seq) else {
+            return Ok(());
+        };
+        let now = now_ms();
+        for e in &unapplied {
+            let (Ok(records), Some(extras)) = (decode_batch(&e.batch), decode_extras(&e.extras))
+            else {
+                tracing::error!(seq = e.seq, "cannot read the keys of an outbox record back");
+                continue;
+            };
+            for (record, x) in records.iter().zip(extras) {
+                let tree = self.idem.current(now)?;
+                for (k, v) in x.keys {
+                    tree.insert(k, v)?;
+                }
+                for m in x.marks {
+                    self.inner.local_first.insert(m, record.encode())?;
+                }
+            }
+        }
+        meta::set_applied(&self.inner.db, last)?;
+        tracing::info!(
+            records = unapplied.len(),
+            "restored the dedupe keys of the last events written before a crash"
+        );
+        self.durable()
+    }
+
+    /// Moves the batches of a store written before the outbox log (sled's
+    /// `outbox` tree) into the log, once.
+    pub(super) fn migrate_sled_outbox(&mut self) -> Result<(), StoreError> {
+        let old = self.inner.db.open_tree("outbox")?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut moved = 0;
+        for item in old.iter() {
+            let (_, v) = item?;
+            let events = batch_count(&v).unwrap_or(0) as u32;
+            self.inner.log.append(vec![NewBatch {
+                events,
+                batch: v.to_vec(),
+                extras: encode_extras(&[]),
+            }])?;
+            moved += events as u64;
+        }
+        let written = self.inner.log.ends().next_seq - 1;
+        meta::set_applied(&self.inner.db, written)?;
+        old.clear()?;
+        self.durable()?;
+        tracing::info!(
+            events = moved,
+            "moved the outbox from sled into the outbox log"
+        );
+        Ok(())
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -146,25 +206,23 @@ impl Committer {
         }
         // Removals first: they were queued before the persists of this
         // group, and the room they free counts for the quota.
-        self.remove(&removals)?;
+        let head = self.remove(&removals)?;
         let mut staged = Staged::default();
         for (events, (_, out)) in persists.into_iter().zip(&mut w.persists) {
             *out = self.stage(&mut staged, events, now)?;
         }
         let marked = staged.marked;
-        let (events, bytes, last_seq) = staged.apply(&self.inner)?;
+        // The records are on disk (fdatasync'd) before their keys are in
+        // sled, and readers see them only then: a publish of an event that
+        // a crash then loses would leave upstream a copy the sender's retry
+        // doubles.
+        let events = staged.apply(&self.inner)?;
         self.durable()?;
-        self.inner
-            .backlog_events
-            .fetch_add(events, Ordering::Relaxed);
-        self.inner.backlog_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(head) = head {
+            // Forwarded segments go only once the head past them is durable.
+            self.inner.log.delete_before(head)?;
+        }
         if events > 0 {
-            // Only now may the forwarder see these batches: a publish of an
-            // event that a crash then loses would leave upstream a copy the
-            // sender's retry doubles.
-            self.inner
-                .durable_seq
-                .fetch_max(last_seq, Ordering::Release);
             self.inner.new_data.notify_one();
         }
         if marked {
@@ -173,30 +231,19 @@ impl Committer {
         Ok(())
     }
 
-    /// Applies acknowledged removals (made durable by the group's flush).
-    fn remove(&mut self, done: &[super::Forwarded]) -> Result<(), StoreError> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for d in done {
-            batch.remove(&d.seq.to_be_bytes());
-        }
-        self.inner.outbox.apply_batch(batch)?;
-        let sub = |c: &std::sync::atomic::AtomicU64, n: u64| {
-            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_sub(n))
-            });
+    /// Moves the outbox head past acknowledged batches (made durable by
+    /// the group's flush); returns the new head, whose segments before it
+    /// may go once that flush is done.
+    fn remove(&mut self, done: &[Forwarded]) -> Result<Option<Pos>, StoreError> {
+        // The forwarder removes in order: the last batch is the furthest.
+        let Some(last) = done.iter().max_by_key(|d| d.seq) else {
+            return Ok(None);
         };
-        sub(
-            &self.inner.backlog_events,
-            done.iter().map(|d| d.events).sum(),
-        );
-        sub(
-            &self.inner.backlog_bytes,
-            done.iter().map(|d| d.bytes).sum(),
-        );
-        Ok(())
+        self.inner
+            .log
+            .advance(last.seq + 1, last.end, last.cumulative);
+        meta::set_head(&self.inner.db, last.seq + 1, last.end, last.cumulative)?;
+        Ok(Some(last.end))
     }
 
     /// Decides each event's outcome and stages its writes. Dedupe is exact
@@ -208,7 +255,7 @@ impl Committer {
         events: Vec<NewEvent>,
         now: u64,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let used = self.inner.backlog_bytes.load(Ordering::Relaxed);
+        let used = self.inner.log.backlog().1;
         let mut out = Vec::with_capacity(events.len());
         let mut full = false;
         for ev in events {
@@ -225,10 +272,12 @@ impl Committer {
                 out.push(Outcome::QuotaFull);
                 continue;
             }
+            let mut extras = Extras::default();
             for sub in &ev.local_first {
                 let key = super::local_first::pending_key(sub, &ev.id);
-                staged.marks.insert(key, ev.record.as_slice());
+                staged.marks.insert(key.as_slice(), ev.record.as_slice());
                 staged.marked = true;
+                extras.marks.push(key);
             }
             let ttl = ev.dedupe_ttl.as_millis() as u64;
             for k in ev.keys {
@@ -237,11 +286,13 @@ impl Committer {
                     .idem
                     .get_or_insert_with(|| (tree, sled::Batch::default()))
                     .1
-                    .insert(k.as_slice(), value);
-                staged.keys.insert(k, ev.id.clone());
+                    .insert(k.as_slice(), value.as_slice());
+                staged.keys.insert(k.clone(), ev.id.clone());
+                extras.keys.push((k, value));
             }
             staged.bytes += size;
             staged.records.push(ev.record);
+            staged.extras.push(extras);
             out.push(Outcome::Accepted);
         }
         Ok(out)
@@ -309,6 +360,8 @@ impl Waiters {
 #[derive(Default)]
 struct Staged {
     records: Vec<Vec<u8>>,
+    /// Each record's keys and marks, kept in its log record too.
+    extras: Vec<Extras>,
     idem: Option<(sled::Tree, sled::Batch)>,
     keys: HashMap<Vec<u8>, String>,
     /// Pending local-first marks of accepted events.
@@ -318,77 +371,127 @@ struct Staged {
 }
 
 impl Staged {
-    /// Writes the records as outbox batches (each under a fresh sequence
-    /// number) and the keys; returns the number of events and bytes
-    /// written, and the last sequence number used.
-    /// Batches and keys go in one sled transaction, which recovery replays
-    /// whole or not at all: a key is never durable without its event (a
-    /// resend would be refused as a duplicate of an event that was lost),
-    /// nor an event without its key (a resend of an unanswered request
-    /// would be stored twice).
-    fn apply(&mut self, inner: &Inner) -> Result<(u64, u64, u64), StoreError> {
-        let mut values = Vec::new();
-        let mut last_seq = 0;
-        let (mut events, mut bytes) = (0, 0);
-        for chunk in chunks(&self.records) {
-            let value = encode_batch(chunk.iter().map(Vec::as_slice));
-            events += chunk.len() as u64;
-            bytes += value.len() as u64;
-            last_seq = inner.db.generate_id()?;
-            values.push((last_seq.to_be_bytes(), value));
-        }
+    /// Appends the records to the outbox log as batches (durable on
+    /// return), then writes their keys and marks to sled in one
+    /// transaction with the mark of the last record applied; returns the
+    /// number of events written. A crash between the two is repaired at
+    /// open from the records' extras (`Committer::recover`), so a key is
+    /// never durable without its event (a resend would be refused as a
+    /// duplicate of an event that was lost), and an event's keys always
+    /// come back (a resend of an unanswered request is not stored twice).
+    fn apply(&mut self, inner: &Inner) -> Result<u64, StoreError> {
+        let ranges = chunks(&self.records);
+        let events: u64 = ranges.iter().map(|r| r.len() as u64).sum();
+        let batches: Vec<NewBatch> = ranges
+            .into_iter()
+            .map(|r| NewBatch {
+                events: r.len() as u32,
+                batch: encode_batch(self.records[r.clone()].iter().map(Vec::as_slice)),
+                extras: encode_extras(&self.extras[r]),
+            })
+            .collect();
+        let written = match batches.is_empty() {
+            true => Vec::new(),
+            false => inner.log.append(batches)?,
+        };
         let idem = self.idem.take();
         let marks = std::mem::take(&mut self.marks);
-        let write = |outbox: &TransactionalTree| -> ConflictableTransactionResult<(), ()> {
-            for (seq, value) in &values {
-                outbox.insert(seq, value.as_slice())?;
-            }
-            Ok(())
-        };
         let result = match (&idem, self.marked) {
-            (Some((tree, keys)), false) => (&inner.outbox, tree).transaction(|(o, i)| {
-                write(o)?;
+            (Some((tree, keys)), true) => (tree, &inner.local_first).transaction(|(i, l)| {
                 i.apply_batch(keys)?;
-                Ok(())
-            }),
-            (Some((tree, keys)), true) => {
-                (&inner.outbox, tree, &inner.local_first).transaction(|(o, i, l)| {
-                    write(o)?;
-                    i.apply_batch(keys)?;
-                    l.apply_batch(&marks)?;
-                    Ok(())
-                })
-            }
-            (None, false) => inner.outbox.transaction(write),
-            (None, true) => (&inner.outbox, &inner.local_first).transaction(|(o, l)| {
-                write(o)?;
                 l.apply_batch(&marks)?;
                 Ok(())
             }),
+            (Some((tree, keys)), false) => tree.transaction(|i| {
+                i.apply_batch(keys)?;
+                Ok(())
+            }),
+            (None, true) => inner.local_first.transaction(|l| {
+                l.apply_batch(&marks)?;
+                Ok(())
+            }),
+            (None, false) => Ok(()),
         };
         result.map_err(|e: TransactionError<()>| match e {
             TransactionError::Storage(e) => StoreError::Sled(e),
-            TransactionError::Abort(()) => io_error("outbox transaction aborted"),
+            TransactionError::Abort(()) => io_error("key transaction aborted"),
         })?;
-        Ok((events, bytes, last_seq))
+        if let Some((seq, _)) = written.last() {
+            meta::set_applied(&inner.db, *seq)?;
+        }
+        Ok(events)
     }
 }
 
-/// Splits a group's records into outbox values of bounded size.
-fn chunks(records: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
+/// One accepted event's dedupe keys (with their stored values) and
+/// local-first mark keys.
+#[derive(Default, Debug, PartialEq)]
+struct Extras {
+    keys: Vec<(Vec<u8>, Vec<u8>)>,
+    marks: Vec<Vec<u8>>,
+}
+
+/// A batch's extras: a count, then each event's keys and marks, every
+/// byte string length-prefixed.
+fn encode_extras(all: &[Extras]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut rest = records;
-    while !rest.is_empty() {
+    let mut put = |b: &[u8]| {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    };
+    put(&(all.len() as u32).to_le_bytes());
+    for e in all {
+        put(&(e.keys.len() as u32).to_le_bytes());
+        for (k, v) in &e.keys {
+            put(k);
+            put(v);
+        }
+        put(&(e.marks.len() as u32).to_le_bytes());
+        for m in &e.marks {
+            put(m);
+        }
+    }
+    out
+}
+
+fn decode_extras(mut b: &[u8]) -> Option<Vec<Extras>> {
+    let mut next = || -> Option<Vec<u8>> {
+        let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let v = b.get(4..4 + n)?.to_vec();
+        b = &b[4 + n..];
+        Some(v)
+    };
+    let count = |v: Vec<u8>| Some(u32::from_le_bytes(v.try_into().ok()?) as usize);
+    let events = count(next()?)?;
+    let mut out = Vec::with_capacity(events.min(4096));
+    for _ in 0..events {
+        let mut e = Extras::default();
+        for _ in 0..count(next()?)? {
+            e.keys.push((next()?, next()?));
+        }
+        for _ in 0..count(next()?)? {
+            e.marks.push(next()?);
+        }
+        out.push(e);
+    }
+    Some(out)
+}
+
+/// Splits a group's records into batches of bounded size (as index ranges).
+fn chunks(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
         let (mut n, mut size) = (0, 0);
-        while n < rest.len()
+        while start + n < records.len()
             && n < MAX_BATCH_EVENTS
-            && (n == 0 || size + rest[n].len() <= MAX_BATCH_BYTES)
+            && (n == 0 || size + records[start + n].len() <= MAX_BATCH_BYTES)
         {
-            size += rest[n].len();
+            size += records[start + n].len();
             n += 1;
         }
-        out.push(&rest[..n]);
-        rest = &rest[n..];
+        out.push(start..start + n);
+        start += n;
     }
     out
 }
@@ -406,7 +509,7 @@ mod tests {
         let records: Vec<Vec<u8>> = (0..1200)
             .map(|i| vec![0u8; if i == 700 { 2 << 20 } else { 100 }])
             .collect();
-        let parts = chunks(&records);
+        let parts: Vec<&[Vec<u8>]> = chunks(&records).into_iter().map(|r| &records[r]).collect();
         let sizes: Vec<usize> = parts.iter().map(|c| c.len()).collect();
         // 512 small records by count; the oversized record stands alone.
         assert_eq!(sizes[0], 512);
@@ -417,5 +520,18 @@ mod tests {
         assert!(parts
             .iter()
             .all(|c| c.len() == 1 || c.iter().map(Vec::len).sum::<usize>() <= MAX_BATCH_BYTES));
+    }
+
+    #[test]
+    fn extras_round_trip() {
+        let all = vec![
+            Extras {
+                keys: vec![(b"s\0k1".to_vec(), vec![1, 2, 3])],
+                marks: vec![b"p\0sub\0id".to_vec()],
+            },
+            Extras::default(),
+        ];
+        assert_eq!(decode_extras(&encode_extras(&all)), Some(all));
+        assert_eq!(decode_extras(&[1, 0]), None);
     }
 }

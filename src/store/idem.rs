@@ -70,6 +70,15 @@ impl Generations {
         Ok(None)
     }
 
+    /// The tree keys written at `now` go into.
+    pub fn current(&mut self, now: u64) -> Result<sled::Tree, StoreError> {
+        match self.trees.last_key_value() {
+            // A clock that went back keeps writing into the newest tree.
+            Some((start, t)) if now < start.saturating_add(self.span_ms) => Ok(t.clone()),
+            _ => self.rotate(now),
+        }
+    }
+
     /// The tree a key first seen at `now` goes into, and its value, which
     /// expires `ttl_ms` later.
     pub fn entry(
@@ -78,11 +87,7 @@ impl Generations {
         now: u64,
         ttl_ms: u64,
     ) -> Result<(sled::Tree, Vec<u8>), StoreError> {
-        let tree = match self.trees.last_key_value() {
-            // A clock that went back keeps writing into the newest tree.
-            Some((start, t)) if now < start.saturating_add(self.span_ms) => t.clone(),
-            _ => self.rotate(now)?,
-        };
+        let tree = self.current(now)?;
         let mut v = now.saturating_add(ttl_ms).to_be_bytes().to_vec();
         v.extend_from_slice(id.as_bytes());
         Ok((tree, v))

@@ -1,9 +1,9 @@
 //! Durable state, on sled:
 //!
-//! - `outbox`: events waiting for upstream, one batch per committed group,
-//!   keyed by a big-endian sequence number from `Db::generate_id` (monotonic
-//!   across restarts), so key order (then position in the batch) is
-//!   acceptance order;
+//! - `outbox/` (files, not sled): events waiting for upstream, one record
+//!   per batch of a committed group, in segment files read in order and
+//!   deleted whole once forwarded (`outbox.rs`); sled's default tree keeps
+//!   the log's head and the last record whose keys are applied (`meta.rs`);
 //! - `idem.{n}`: `{source}\0{key}` -> expiry and the first event id, for
 //!   dedupe, in generations that expire whole (`idem.rs`);
 //! - `corrupt`: outbox batches set aside because they cannot be decoded;
@@ -13,9 +13,10 @@
 //! - `local_first`: marks of events delivered locally before upstream saw
 //!   them (`local_first.rs`).
 //!
-//! Invariants: only this module touches sled; only the committer thread
-//! (`commit.rs`) inserts and calls `flush`; only the forwarder removes from
-//! the outbox (through [`Store::remove_forwarded`]). A caller is told an event
+//! Invariants: only this module touches sled and the outbox files; only the
+//! committer thread (`commit.rs`) appends, inserts keys and calls `flush`;
+//! only the forwarder removes from the outbox (through
+//! [`Store::remove_forwarded`]), in order. A caller is told an event
 //! is accepted only after the batch holding it was flushed (and fdatasync'd
 //! when `node.fsync` is on).
 
@@ -23,11 +24,15 @@ mod commit;
 mod dlq;
 mod idem;
 mod local_first;
+mod meta;
+mod outbox;
 mod parked;
+mod read;
 mod record;
 mod sync;
 
 pub use dlq::{Letter, LetterMeta};
+pub use outbox::Pos;
 pub use parked::{ParkReason, Parked, ParkedMeta};
 pub use record::Record;
 
@@ -124,6 +129,10 @@ pub struct Forwarded {
     pub seq: u64,
     pub events: u64,
     pub bytes: u64,
+    /// Where the batch's record ends in the log: the head once it is removed.
+    pub end: outbox::Pos,
+    /// Events appended to the log through this batch, ever.
+    pub cumulative: u64,
 }
 
 /// The shared handle; cheap to clone.
@@ -135,7 +144,10 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
-    outbox: sled::Tree,
+    /// The events themselves (`outbox.rs`).
+    log: outbox::Outbox,
+    /// Where the forwarder last read: (seq, start, end) of that batch.
+    last_read: Mutex<Option<(u64, outbox::Pos, outbox::Pos)>>,
     corrupt: sled::Tree,
     /// Events upstream refused for good (`parked.rs`).
     parked: sled::Tree,
@@ -143,10 +155,6 @@ struct Inner {
     local_first: sled::Tree,
     /// Bumped after a commit that wrote local-first marks.
     local_first_gen: tokio::sync::watch::Sender<u64>,
-    backlog_events: AtomicU64,
-    backlog_bytes: AtomicU64,
-    /// The last outbox key known to be on disk; readers see nothing past it.
-    durable_seq: AtomicU64,
     max_buffer: u64,
     /// Wakes the forwarder when new events are durable.
     new_data: Notify,
@@ -170,23 +178,28 @@ impl Store {
         // flushes deadlock in 0.34).
         let db = sled::Config::new()
             .path(&cfg.data_dir)
-            .cache_capacity(128 << 20)
+            .cache_capacity(16 << 20)
             // Values or pages over a quarter of a segment become blob
-            // files; 8 MiB segments keep the outbox's pages inline.
-            .segment_size(8 << 20)
+            // files; sled holds only small values now (keys, marks,
+            // letters), and its segment size is also its write buffers'.
+            .segment_size(2 << 20)
             .flush_every_ms(None)
             .open()?;
+        let recovered = outbox::Outbox::open(
+            &cfg.data_dir.join("outbox"),
+            meta::head(&db)?,
+            meta::applied(&db)?,
+            cfg.fsync,
+        )?;
         let inner = Arc::new(Inner {
-            outbox: db.open_tree("outbox")?,
+            log: recovered.outbox,
+            last_read: Mutex::new(None),
             corrupt: db.open_tree("corrupt")?,
             parked: db.open_tree("parked")?,
             dlq: db.open_tree("dlq")?,
             local_first: db.open_tree("local_first")?,
             local_first_gen: tokio::sync::watch::Sender::new(0),
             db,
-            backlog_events: AtomicU64::new(0),
-            backlog_bytes: AtomicU64::new(0),
-            durable_seq: AtomicU64::new(0),
             max_buffer: cfg.max_buffer.0,
             new_data: Notify::new(),
             flushes: AtomicU64::new(0),
@@ -195,13 +208,15 @@ impl Store {
             fatal: tokio::sync::watch::Sender::new(None),
             committer: Mutex::new(None),
         });
-        inner.recount()?;
+        inner.count_kept();
         let durability = match cfg.fsync {
             true => Some(sync::Durability::open(&cfg.data_dir)?),
             false => None,
         };
         let (tx, rx) = mpsc::channel(4096);
-        let worker = commit::Committer::new(inner.clone(), durability, max_dedupe_ttl)?;
+        let mut worker = commit::Committer::new(inner.clone(), durability, max_dedupe_ttl)?;
+        worker.recover(recovered.unapplied)?;
+        worker.migrate_sled_outbox()?;
         let handle = std::thread::Builder::new()
             .name("jetedge-committer".into())
             .spawn(move || worker.run(rx))?;
@@ -233,67 +248,6 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Up to `limit` outbox events from `from` on (from the start when
-    /// `None`), in order.
-    /// A batch that cannot be decoded is set aside, so it never blocks the
-    /// events behind it.
-    pub fn pending(
-        &self,
-        from: Option<Position>,
-        limit: usize,
-    ) -> Result<Vec<Pending>, StoreError> {
-        let start = from.map_or(0, |p| p.seq);
-        let mut out = Vec::with_capacity(limit.min(4096));
-        // Batches the committer has not yet made durable stay unseen.
-        let durable = self.inner.durable_seq.load(Ordering::Acquire);
-        if start > durable {
-            return Ok(Vec::new());
-        }
-        for item in self
-            .inner
-            .outbox
-            .range(start.to_be_bytes()..=durable.to_be_bytes())
-        {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            let seq =
-                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    seq: 0,
-                    reason: "outbox key is not 8 bytes".into(),
-                })?);
-            let records = match record::decode_batch(&v) {
-                Ok(r) => r,
-                Err(reason) => {
-                    self.set_aside(&k, &v, &reason)?;
-                    continue;
-                }
-            };
-            let done = Forwarded {
-                seq,
-                events: records.len() as u64,
-                bytes: v.len() as u64,
-            };
-            let skip = from
-                .filter(|p| p.seq == seq)
-                .map_or(0, |p| p.index as usize);
-            let last = records.len().saturating_sub(1);
-            let room = limit - out.len();
-            for (i, record) in records.into_iter().enumerate().skip(skip).take(room) {
-                out.push(Pending {
-                    at: Position {
-                        seq,
-                        index: i as u32,
-                    },
-                    record,
-                    batch_done: (i == last).then_some(done),
-                });
-            }
-        }
-        Ok(out)
-    }
-
     /// Drops outbox batches that upstream acknowledged. Only the forwarder
     /// calls this. The removal is handed to the committer, which applies
     /// it in order with everything else and makes it durable with its very
@@ -305,21 +259,6 @@ impl Store {
             .send(commit::Request::Remove { done })
             .await
             .map_err(|_| StoreError::Closed)
-    }
-
-    /// Moves an undecodable outbox batch to `corrupt`.
-    fn set_aside(&self, key: &[u8], value: &[u8], reason: &str) -> Result<(), StoreError> {
-        tracing::error!(key = %hex::encode(key), %reason, "outbox entry cannot be decoded; moved aside to the corrupt tree");
-        self.inner.corrupt.insert(key, value)?;
-        self.inner.outbox.remove(key)?;
-        let events = record::batch_count(value).unwrap_or(1);
-        self.inner
-            .backlog_events
-            .fetch_sub(events, Ordering::Relaxed);
-        self.inner
-            .backlog_bytes
-            .fetch_sub(value.len() as u64, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Resolves when new events may be in the outbox (or after `max_wait`).
@@ -362,12 +301,10 @@ impl Store {
         self.inner.fatal.borrow().is_some()
     }
 
-    /// Events and bytes waiting for upstream.
+    /// Events waiting for upstream, and the bytes their log segments take
+    /// on disk.
     pub fn backlog(&self) -> (u64, u64) {
-        (
-            self.inner.backlog_events.load(Ordering::Relaxed),
-            self.inner.backlog_bytes.load(Ordering::Relaxed),
-        )
+        self.inner.log.backlog()
     }
 
     /// Commits everything queued so far, flushes, and stops the committer.
@@ -390,25 +327,12 @@ impl Store {
 }
 
 impl Inner {
-    /// Recomputes the backlog counters from the outbox, after a restart.
-    fn recount(&self) -> Result<(), StoreError> {
-        let (mut n, mut bytes) = (0, 0);
-        let mut last = 0;
-        for item in self.outbox.iter() {
-            let (k, v) = item?;
-            n += record::batch_count(&v).unwrap_or(1);
-            bytes += v.len() as u64;
-            last = k.as_ref().try_into().map_or(last, u64::from_be_bytes);
-        }
-        // Whatever recovery found is on disk.
-        self.durable_seq.store(last, Ordering::Release);
+    /// Counts the dead letters and parked events once, at open.
+    fn count_kept(&self) {
         self.dlq_count
             .store(self.dlq.len() as u64, Ordering::Relaxed);
         self.parked_count
             .store(self.parked.len() as u64, Ordering::Relaxed);
-        self.backlog_events.store(n, Ordering::Relaxed);
-        self.backlog_bytes.store(bytes, Ordering::Relaxed);
-        Ok(())
     }
 }
 

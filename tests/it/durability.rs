@@ -103,7 +103,7 @@ async fn removals_of_forwarded_events_survive_a_kill_9_in_the_middle_of_a_drain(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_the_disk_refuses_stops_the_node_and_its_retry_is_accepted_not_a_duplicate() {
+async fn a_write_the_disk_refuses_stops_the_node_and_no_retry_is_a_duplicate_of_a_lost_event() {
     let Some(fs) = Tmpfs::mount("24m") else {
         return;
     };
@@ -140,14 +140,18 @@ async fn a_write_the_disk_refuses_stops_the_node_and_its_retry_is_accepted_not_a
     assert!(!exit.success(), "exit status {exit}");
     assert!(node.log().contains("could not make a write durable"));
 
-    // Space comes back; after a restart the refused batch is new, not a
-    // duplicate of events that never reached the disk.
+    // Space comes back; after a restart the sender's retry of the refused
+    // batch is taken: accepted now, or, where its events had reached the
+    // disk before the failure, a duplicate of events that are there (and
+    // are forwarded below). Never a "duplicate" of an event that is not.
     fs.resize("64m");
     tokio::task::block_in_place(|| node.start());
     let r = c
         .post("/v1/events", &batch_headers(), batch(&refused, 50, 1000))
         .await;
-    assert_eq!(statuses(&r), vec![202; 50], "{r:?}");
+    let answers = statuses(&r);
+    assert_eq!(answers.len(), 50, "{r:?}");
+    assert!(answers.iter().all(|s| *s == 202 || *s == 200), "{r:?}");
     upstream.restart();
     let js = jetstream(&[upstream.url()]).await;
     let msgs = read_stream(&js, "EDGE", accepted + 50, Duration::from_secs(60)).await;
@@ -157,5 +161,10 @@ async fn a_write_the_disk_refuses_stops_the_node_and_its_retry_is_accepted_not_a
         .collect();
     assert_eq!(ids.len(), accepted + 50, "every accepted event, once");
     assert_eq!(msgs.len(), ids.len(), "no event twice");
-    assert!(ids.contains(&format!("{refused}-49")));
+    for i in 0..50 {
+        assert!(
+            ids.contains(&format!("{refused}-{i}")),
+            "{refused}-{i} is missing"
+        );
+    }
 }

@@ -1,0 +1,131 @@
+//! Reading the outbox back for the forwarder: events from a position on, in
+//! order, one batch record at a time, so memory holds what was asked for and
+//! never the backlog. A record that cannot be read or decoded is set aside
+//! (logged, and its bytes kept in the `corrupt` tree when they could be
+//! read) and skipped, so it never blocks the events behind it.
+
+use super::outbox::{Entry, Pos};
+use super::{record, Forwarded, Pending, Position, Store, StoreError};
+
+impl Store {
+    /// Up to `limit` outbox events from `from` on (from the head when
+    /// `None`), in order. `from` is always the head, the batch last read,
+    /// or the one after it: the forwarder reads forward.
+    pub fn pending(
+        &self,
+        from: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        let Some(mut pos) = self.locate(from)? else {
+            return Ok(out);
+        };
+        while out.len() < limit {
+            let entry = match self.inner.log.read_at(pos, None) {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    pos = self.set_aside(pos, &e)?;
+                    continue;
+                }
+            };
+            *self.inner.last_read.lock().expect("last read") =
+                Some((entry.seq, entry.start, entry.end));
+            pos = entry.end;
+            let skip = from
+                .filter(|p| p.seq == entry.seq)
+                .map_or(0, |p| p.index as usize);
+            self.push_batch(&entry, skip, limit, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Skips a damaged record, keeping its bytes in the `corrupt` tree;
+    /// when even its length cannot be trusted, the rest of its segment.
+    fn set_aside(&self, pos: Pos, e: &StoreError) -> Result<Pos, StoreError> {
+        let mut key = pos.segment.to_be_bytes().to_vec();
+        key.extend_from_slice(&pos.offset.to_be_bytes());
+        match self.inner.log.damaged_record(pos) {
+            Some((bytes, end)) => {
+                tracing::error!(error = %e, "outbox record damaged; moved aside to the corrupt tree");
+                self.inner.corrupt.insert(key, bytes)?;
+                Ok(end)
+            }
+            None => {
+                tracing::error!(error = %e, "outbox segment damaged; skipping the rest of it");
+                Ok(Pos {
+                    segment: pos.segment,
+                    offset: u64::MAX,
+                })
+            }
+        }
+    }
+
+    /// Where the batch `from` names starts.
+    fn locate(&self, from: Option<Position>) -> Result<Option<Pos>, StoreError> {
+        let ends = self.inner.log.ends();
+        let Some(from) = from else {
+            return Ok(Some(ends.head));
+        };
+        let last = *self.inner.last_read.lock().expect("last read");
+        match last {
+            Some((seq, start, _)) if seq == from.seq => return Ok(Some(start)),
+            Some((seq, _, end)) if seq + 1 == from.seq => return Ok(Some(end)),
+            _ => {}
+        }
+        // Not where the forwarder left off: walk from the head (rare).
+        let mut pos = ends.head;
+        while let Some(e) = self.inner.log.read_at(pos, None)? {
+            if e.seq >= from.seq {
+                return Ok(Some(e.start));
+            }
+            pos = e.end;
+        }
+        Ok(None)
+    }
+
+    /// Adds a batch's events from `skip` on (up to `limit` in all); an
+    /// undecodable batch is set aside.
+    fn push_batch(
+        &self,
+        entry: &Entry,
+        skip: usize,
+        limit: usize,
+        out: &mut Vec<Pending>,
+    ) -> Result<(), StoreError> {
+        let records = match record::decode_batch(&entry.batch) {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::error!(seq = entry.seq, %reason, "outbox batch cannot be decoded; moved aside to the corrupt tree");
+                self.inner
+                    .corrupt
+                    .insert(entry.seq.to_be_bytes(), entry.batch.as_slice())?;
+                Vec::new()
+            }
+        };
+        let done = Forwarded {
+            seq: entry.seq,
+            events: records.len() as u64,
+            bytes: entry.size(),
+            end: entry.end,
+            cumulative: entry.cumulative,
+        };
+        // An empty (set aside) batch sends nothing; the head passes it with
+        // the next batch forwarded.
+        let Some(last) = records.len().checked_sub(1) else {
+            return Ok(());
+        };
+        let room = limit - out.len();
+        for (i, record) in records.into_iter().enumerate().skip(skip).take(room) {
+            out.push(Pending {
+                at: Position {
+                    seq: entry.seq,
+                    index: i as u32,
+                },
+                record,
+                batch_done: (i == last).then_some(done),
+            });
+        }
+        Ok(())
+    }
+}
