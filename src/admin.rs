@@ -241,6 +241,7 @@ impl Admin {
             "upstream": self.upstream.borrow().as_str(),
             "local": self.local.as_ref().map(|l| l.borrow().as_str()),
             "forwarding": if *self.pause.borrow() { "paused" } else { "running" },
+            "store": if self.store.is_failed() { "failed" } else if self.store.is_disk_full() { "full" } else { "open" },
             "backlog": {"events": events, "bytes": bytes},
             "events": {
                 "accepted": Metrics::get(&self.metrics.events_accepted),

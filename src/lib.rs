@@ -94,6 +94,10 @@ impl Node {
         .await
         .map_err(StartError::Setup)?;
         let stop_ingress = CancellationToken::new();
+        tokio::spawn(metrics::report_refusals(
+            metrics.clone(),
+            stop_ingress.clone(),
+        ));
         let stop_forwarder = CancellationToken::new();
         let (pause, paused) = watch::channel(false);
         let pause = Arc::new(pause);

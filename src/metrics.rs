@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
-pub const ERROR_CODES: [&str; 15] = [
+pub const ERROR_CODES: [&str; 16] = [
     "not_found",
     "method_not_allowed",
     "unknown_source",
@@ -23,6 +23,7 @@ pub const ERROR_CODES: [&str; 15] = [
     "unauthorized",
     "timestamp_out_of_tolerance",
     "buffer_full",
+    "disk_full",
     "unavailable",
 ];
 
@@ -50,6 +51,11 @@ impl Metrics {
         } else {
             self.commit_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Refusals so far, by error code.
+    pub fn refusals(&self) -> [u64; ERROR_CODES.len()] {
+        std::array::from_fn(|i| self.rejected[i].load(Ordering::Relaxed))
     }
 
     pub fn rejected(&self, code: &str) -> u64 {
@@ -210,6 +216,33 @@ pub fn render_egress(subs: &[SubscriptionStatus], dead_letters: usize, parked: u
     let _ = writeln!(out, "# HELP jetedge_dlq_entries Dead letters waiting for replay or purge.\n# TYPE jetedge_dlq_entries gauge\njetedge_dlq_entries {dead_letters}");
     let _ = writeln!(out, "# HELP jetedge_parked_entries Events upstream refused, waiting for replay or purge.\n# TYPE jetedge_parked_entries gauge\njetedge_parked_entries {parked}");
     out
+}
+
+/// Logs, once a minute and only when there were any, how many requests or
+/// events were refused and why: a sender storm or a full disk must not
+/// write a log line per refusal.
+pub async fn report_refusals(
+    metrics: std::sync::Arc<Metrics>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut before = metrics.refusals();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = metrics.refusals();
+        let delta: Vec<String> = ERROR_CODES
+            .iter()
+            .zip(now.iter().zip(before))
+            .filter(|(_, (n, b))| **n > *b)
+            .map(|(code, (n, b))| format!("{code}={}", n - b))
+            .collect();
+        if !delta.is_empty() {
+            tracing::info!(refused = %delta.join(" "), "refused in the last minute");
+        }
+        before = now;
+    }
 }
 
 #[cfg(test)]

@@ -305,6 +305,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Disk quota for events waiting to be forwarded; past it ingest answers 503.
     pub max_buffer: ByteSize,
+    /// Free space kept on the data dir's filesystem: new events that would
+    /// eat into it are answered 503 `disk_full`, while forwarding (which
+    /// frees space) goes on. "0" turns the check off.
+    pub disk_reserve: ByteSize,
     /// `true` (default): every acknowledged batch is fdatasync'd, so a power
     /// loss cannot take it. `false`: sled's flush only, which survives a crash
     /// of the process but not of the machine.
@@ -323,6 +327,7 @@ impl Default for NodeConfig {
             id: "jetedge".into(),
             data_dir: PathBuf::from("data"),
             max_buffer: ByteSize::gib(1),
+            disk_reserve: ByteSize::mib(64),
             fsync: true,
             dedupe_ttl: None,
             shutdown_timeout: HumanDuration::secs(10),

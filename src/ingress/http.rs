@@ -157,7 +157,9 @@ impl Server {
         result.unwrap_or_else(|e| {
             let (status, code) = e.status_and_code();
             self.ingest.metrics.reject(code);
-            tracing::info!(%path, status = status.as_u16(), code, reason = %e.message(), "request refused");
+            // Counted; a storm of refusals is summarised once a minute
+            // (`metrics::report_refusals`), never logged line by line.
+            tracing::debug!(%path, status = status.as_u16(), code, reason = %e.message(), "request refused");
             error_response(status, code, &e.message())
         })
     }
@@ -166,9 +168,12 @@ impl Server {
         let store = self.ingest.store();
         let (events, bytes) = store.backlog();
         // Ready while offline: buffering is the job.
-        let (status, ready, state) = match store.is_failed() {
-            false => (StatusCode::OK, "ready", "open"),
-            true => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "failed"),
+        // A full disk keeps the node ready: it is open and draining, which
+        // is what brings the space back; ingest answers 503 disk_full.
+        let (status, ready, state) = match (store.is_failed(), store.is_disk_full()) {
+            (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "failed"),
+            (false, true) => (StatusCode::OK, "ready", "full"),
+            (false, false) => (StatusCode::OK, "ready", "open"),
         };
         json_response(
             status,
@@ -313,7 +318,7 @@ pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 fn single_answer(a: Answer) -> Response<Full<Bytes>> {
     let (status, body) = answer_body(&a);
     if let Answer::Rejected(r) = &a {
-        tracing::info!(status = status.as_u16(), code = r.code(), reason = %r, "event refused");
+        tracing::debug!(status = status.as_u16(), code = r.code(), reason = %r, "event refused");
     }
     json_response(status, body)
 }

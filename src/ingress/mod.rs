@@ -58,6 +58,8 @@ pub enum Rejection {
     TooLarge { size: u64, limit: u64 },
     #[error("the buffer is full (node.max_buffer); retry later")]
     QuotaFull,
+    #[error("the node's disk is nearly full (node.disk_reserve); retry later")]
+    DiskFull,
     #[error("the node cannot take events now: {0}")]
     Unavailable(String),
 }
@@ -71,6 +73,7 @@ impl Rejection {
             Self::Invalid(i) => i.code(),
             Self::TooLarge { .. } => "event_too_large",
             Self::QuotaFull => "buffer_full",
+            Self::DiskFull => "disk_full",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -214,6 +217,7 @@ impl Ingest {
                         Outcome::Accepted => Answer::Accepted { id },
                         Outcome::Duplicate { id } => Answer::Duplicate { id },
                         Outcome::QuotaFull => Answer::Rejected(Rejection::QuotaFull),
+                        Outcome::DiskFull => Answer::Rejected(Rejection::DiskFull),
                     }
                 })
             })

@@ -14,6 +14,7 @@ use super::idem::Generations;
 use super::meta;
 use super::outbox::{Entry, NewBatch, Pos};
 use super::record::{batch_count, decode_batch, encode_batch};
+use super::space::Space;
 use super::sync::Durability;
 use super::{now_ms, Forwarded, Inner, NewEvent, Outcome, StoreError};
 use sled::transaction::{TransactionError, Transactional};
@@ -52,6 +53,7 @@ pub(super) enum Request {
 pub(super) struct Committer {
     inner: Arc<Inner>,
     durability: Option<Durability>,
+    space: Space,
     idem: Generations,
 }
 
@@ -59,12 +61,14 @@ impl Committer {
     pub(super) fn new(
         inner: Arc<Inner>,
         durability: Option<Durability>,
+        space: Space,
         ttl: Duration,
     ) -> Result<Self, StoreError> {
         let idem = Generations::open(&inner.db, ttl.as_millis() as u64)?;
         Ok(Self {
             inner,
             durability,
+            space,
             idem,
         })
     }
@@ -216,8 +220,13 @@ impl Committer {
         // sled, and readers see them only then: a publish of an event that
         // a crash then loses would leave upstream a copy the sender's retry
         // doubles.
+        let written = staged.bytes;
         let events = staged.apply(&self.inner)?;
+        self.space.used(written);
         self.durable()?;
+        self.inner
+            .disk_full
+            .store(self.space.is_full(), Ordering::Relaxed);
         if let Some(head) = head {
             // Forwarded segments go only once the head past them is durable.
             self.inner.log.delete_before(head)?;
@@ -257,19 +266,28 @@ impl Committer {
     ) -> Result<Vec<Outcome>, StoreError> {
         let used = self.inner.log.backlog().1;
         let mut out = Vec::with_capacity(events.len());
-        let mut full = false;
+        let mut full: Option<Outcome> = None;
         for ev in events {
             if let Some(id) = self.seen(staged, &ev.keys, now)? {
                 out.push(Outcome::Duplicate { id });
                 continue;
             }
             let size = ev.record.len() as u64;
-            // Once one event of a request is refused for quota, so are the
+            // Once one event of a request is refused for room, so are the
             // rest: a smaller later event must not overtake it, since a
             // request holds one source's events in order.
-            if full || used + staged.bytes + size > self.inner.max_buffer {
-                full = true;
+            if let Some(refusal) = &full {
+                out.push(refusal.clone());
+                continue;
+            }
+            if used + staged.bytes + size > self.inner.max_buffer {
+                full = Some(Outcome::QuotaFull);
                 out.push(Outcome::QuotaFull);
+                continue;
+            }
+            if !self.space.admits(staged.bytes + size) {
+                full = Some(Outcome::DiskFull);
+                out.push(Outcome::DiskFull);
                 continue;
             }
             let mut extras = Extras::default();

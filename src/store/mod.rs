@@ -29,6 +29,7 @@ mod outbox;
 mod parked;
 mod read;
 mod record;
+mod space;
 mod sync;
 
 pub use dlq::{Letter, LetterMeta};
@@ -104,6 +105,8 @@ pub enum Outcome {
     Duplicate { id: String },
     /// The outbox is at `node.max_buffer`.
     QuotaFull,
+    /// The disk's free space is down to `node.disk_reserve`.
+    DiskFull,
 }
 
 /// Where an event sits in the outbox: its batch and its place in it.
@@ -163,6 +166,8 @@ struct Inner {
     parked_count: AtomicU64,
     /// Flushes the committer made (each one fdatasync'd with `node.fsync`).
     flushes: AtomicU64,
+    /// Set while the committer refuses events for space (`space.rs`).
+    disk_full: std::sync::atomic::AtomicBool,
     /// Set once a write could not be made durable (see `commit.rs`).
     fatal: tokio::sync::watch::Sender<Option<String>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -173,6 +178,7 @@ impl Store {
     /// `max_dedupe_ttl` is the longest TTL any source's keys are kept for.
     pub fn open(cfg: &NodeConfig, max_dedupe_ttl: Duration) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        space::before_open(&cfg.data_dir, cfg.disk_reserve.0);
         // sled's own background flusher is off: the committer is the one
         // place that flushes, which also avoids sled#1308 (concurrent
         // flushes deadlock in 0.34).
@@ -203,6 +209,7 @@ impl Store {
             max_buffer: cfg.max_buffer.0,
             new_data: Notify::new(),
             flushes: AtomicU64::new(0),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
             dlq_count: AtomicU64::new(0),
             parked_count: AtomicU64::new(0),
             fatal: tokio::sync::watch::Sender::new(None),
@@ -214,7 +221,8 @@ impl Store {
             false => None,
         };
         let (tx, rx) = mpsc::channel(4096);
-        let mut worker = commit::Committer::new(inner.clone(), durability, max_dedupe_ttl)?;
+        let space = space::Space::new(&cfg.data_dir, cfg.disk_reserve.0);
+        let mut worker = commit::Committer::new(inner.clone(), durability, space, max_dedupe_ttl)?;
         worker.recover(recovered.unapplied)?;
         worker.migrate_sled_outbox()?;
         let handle = std::thread::Builder::new()
@@ -289,6 +297,11 @@ impl Store {
     pub fn remember_max_event(&self, bytes: u64) -> Result<(), StoreError> {
         self.inner.db.insert(MAX_EVENT_KEY, &bytes.to_be_bytes())?;
         Ok(())
+    }
+
+    /// Whether new events are refused because the disk is nearly full.
+    pub fn is_disk_full(&self) -> bool {
+        self.inner.disk_full.load(Ordering::Relaxed)
     }
 
     /// Flushes (group commits) made so far.

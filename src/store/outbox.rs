@@ -273,12 +273,12 @@ impl Outbox {
         let bytes: u64 = self
             .lock_segments()
             .range(e.head.segment..)
-            .map(|(_, len)| *len)
+            .map(|(s, len)| match *s == e.head.segment {
+                true => len.saturating_sub(e.head.offset),
+                false => *len,
+            })
             .sum();
-        (
-            e.tail_cumulative.saturating_sub(e.head_cumulative),
-            bytes.saturating_sub(e.head.offset),
-        )
+        (e.tail_cumulative.saturating_sub(e.head_cumulative), bytes)
     }
 
     /// Appends records, one per batch, and makes them durable (write, then
@@ -333,7 +333,8 @@ impl Outbox {
     /// a new one named after the next seq. Returns whether it created one.
     fn roll_if_full(&self, writer: &mut Option<(u64, File)>) -> Result<bool, StoreError> {
         let ends = self.ends();
-        let full = ends.tail.offset >= SEGMENT_BYTES || self.lock_segments().is_empty();
+        let full = ends.tail.offset >= SEGMENT_BYTES
+            || !self.lock_segments().contains_key(&ends.tail.segment);
         if !full {
             if writer.is_none() {
                 let file = OpenOptions::new()
@@ -445,9 +446,20 @@ impl Outbox {
         }
     }
 
-    /// Deletes the segments wholly before `head` (never the one being
-    /// written).
+    /// Deletes the segments wholly before `head`; the one being written
+    /// too once everything in it was forwarded (the next record starts a
+    /// new one), so a drained outbox gives all its space back.
     pub fn delete_before(&self, head: Pos) -> Result<(), StoreError> {
+        let ends = self.ends();
+        if head == ends.tail && head.offset > 0 {
+            let mut writer = self.writer.lock().expect("writer");
+            *writer = None;
+            let mut e = self.ends.lock().expect("ends");
+            e.tail = Pos {
+                segment: e.next_seq,
+                offset: 0,
+            };
+        }
         let tail_segment = self.ends().tail.segment;
         let done: Vec<u64> = self
             .lock_segments()

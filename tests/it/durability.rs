@@ -110,7 +110,11 @@ async fn a_write_the_disk_refuses_stops_the_node_and_no_retry_is_a_duplicate_of_
     let mut upstream = NatsServer::start();
     upstream.stop();
     let dir = TempDir::new("disk-fails");
-    let text = node_config(&fs.path().join("data"), &[upstream.url()]);
+    // No reserve: the store itself meets the full disk.
+    let text = node_config(&fs.path().join("data"), &[upstream.url()]).replace(
+        "max_buffer = \"512MiB\"",
+        "max_buffer = \"512MiB\"\ndisk_reserve = \"0\"",
+    );
     let mut node = Binary::configured(dir.path(), &text);
     tokio::task::block_in_place(|| node.start());
     let c = Client::new(([127, 0, 0, 1], node.port).into());
@@ -167,4 +171,126 @@ async fn a_write_the_disk_refuses_stops_the_node_and_no_retry_is_a_duplicate_of_
             "{refused}-{i} is missing"
         );
     }
+}
+
+/// Writes a file of `mib` MiB (or until the disk is full); returns MiB written.
+fn fill(path: &std::path::Path, mib: usize) -> usize {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for written in 0..mib {
+        if f.write_all(&chunk).and_then(|()| f.sync_data()).is_err() {
+            return written;
+        }
+    }
+    mib
+}
+
+fn readyz(node: &Binary) -> Value {
+    let (_, body) = support::http::blocking_get(node.port, "/readyz").unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Posts batches until events are refused; the ids accepted and the
+/// refusal's code.
+async fn post_until_refused(c: &Client, tag: &str) -> (Vec<String>, String) {
+    let mut accepted = Vec::new();
+    for b in 0..2_000 {
+        let name = format!("{tag}{b}");
+        let r = c
+            .post("/v1/events", &batch_headers(), batch(&name, 50, 1000))
+            .await;
+        let results = r.body["results"].as_array().cloned().unwrap_or_default();
+        assert_eq!(results.len(), 50, "{r:?}");
+        for (i, res) in results.iter().enumerate() {
+            match res["http_status"].as_u64() {
+                Some(202) => accepted.push(format!("{name}-{i}")),
+                _ => {
+                    if r.status == 503 {
+                        assert!(r.headers.contains_key("retry-after"), "{r:?}");
+                    }
+                    let code = res["error"]["code"].as_str().unwrap_or("").to_string();
+                    return (accepted, code);
+                }
+            }
+        }
+    }
+    panic!("the disk never filled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_events_drains_recovers_and_a_node_starts_on_it() {
+    let Some(fs) = Tmpfs::mount("64m") else {
+        return;
+    };
+    let mut upstream = NatsServer::start();
+    upstream.stop();
+    let dir = TempDir::new("disk-full");
+    let text = node_config(&fs.path().join("data"), &[upstream.url()]).replace(
+        "max_buffer = \"512MiB\"",
+        "max_buffer = \"512MiB\"\ndisk_reserve = \"16MiB\"",
+    );
+    let mut node = Binary::configured(dir.path(), &text);
+    tokio::task::block_in_place(|| node.start());
+    let c = Client::new(([127, 0, 0, 1], node.port).into());
+    // Something else on the box takes most of the disk.
+    fill(&fs.path().join("other-app.log"), 30);
+
+    let (mut accepted, code) = post_until_refused(&c, "a").await;
+    assert_eq!(code, "disk_full");
+    assert!(!accepted.is_empty());
+    let ready = tokio::task::block_in_place(|| readyz(&node));
+    assert_eq!(ready["store"], "full", "{ready}");
+    let status = tokio::task::block_in_place(|| node.admin_json("/admin/status"));
+    assert_eq!(status["store"], "full", "{status}");
+
+    // Restarted on a disk that is now completely full, it still starts.
+    tokio::task::block_in_place(|| node.stop());
+    fill(&fs.path().join("more.log"), 64);
+    tokio::task::block_in_place(|| node.start());
+    let r = c
+        .post("/v1/events", &batch_headers(), batch("x", 50, 1000))
+        .await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.body["results"][0]["error"]["code"], "disk_full", "{r:?}");
+
+    // Upstream returns: the backlog drains while the disk is full (what the
+    // reserve is for), and its segments are deleted.
+    upstream.restart();
+    let drained = support::eventually(Duration::from_secs(60), async || {
+        tokio::task::block_in_place(|| backlog(&node)) == 0
+    })
+    .await;
+    assert!(drained, "the backlog did not drain on a full disk");
+    // The other application frees its space: the node takes events again
+    // by itself.
+    std::fs::remove_file(fs.path().join("more.log")).unwrap();
+    let resumed = support::eventually(Duration::from_secs(60), async || {
+        let r = c
+            .post("/v1/events", &batch_headers(), batch("after", 50, 1000))
+            .await;
+        r.status == 202
+    })
+    .await;
+    assert!(resumed, "ingest never resumed; {}", node.log_tail(80));
+    accepted.extend((0..50).map(|i| format!("after-{i}")));
+    let js = jetstream(&[upstream.url()]).await;
+    let msgs = read_stream(&js, "EDGE", accepted.len(), Duration::from_secs(60)).await;
+    let ids: std::collections::HashSet<String> = msgs
+        .iter()
+        .map(|m| m.json()["idempotencykey"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(msgs.len(), ids.len(), "no event twice");
+    for id in &accepted {
+        assert!(ids.contains(id), "{id} was accepted but never forwarded");
+    }
+    // The condition was logged, not each refusal.
+    let log = node.log();
+    let lines = log.lines().filter(|l| l.contains("disk")).count();
+    assert!(
+        lines < 20,
+        "{lines} log lines about the disk:\n{}",
+        node.log_tail(40)
+    );
+    tokio::task::block_in_place(|| node.stop());
 }
