@@ -70,6 +70,20 @@ async fn run() {
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let (events, bytes) = backlog(node.port);
     let disk = du(&data);
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap_or_default();
+    let kinds: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("RssAnon") || l.starts_with("RssFile"))
+        .collect();
+    println!(
+        "                      now: {}",
+        kinds
+            .join(", ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "buffering             {rate:>7.0} events/s  peak RSS {:>7.1} MiB  backlog {events} events, {:.1} MiB  data dir {:.1} MiB ({:.2}x the backlog)",
         mib(sampler.stop().max(rss(node.pid()).0)),
