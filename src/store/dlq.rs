@@ -66,6 +66,29 @@ pub(super) fn decode_kept<M: serde::de::DeserializeOwned>(b: &[u8]) -> Result<(M
     Ok((meta, record))
 }
 
+/// Up to `limit` kept entries of `tree` after `after`, oldest first, each
+/// as `M` and its record; one that cannot be decoded is logged and skipped.
+pub(super) fn page<M: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<(u64, M, Record)>, StoreError> {
+    let start = after.map_or(0, |s| s.saturating_add(1));
+    let mut out = Vec::new();
+    for item in tree.range(start.to_be_bytes()..) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = item?;
+        let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
+        match decode_kept(&v) {
+            Ok((meta, record)) => out.push((seq, meta, record)),
+            Err(e) => tracing::error!(seq, error = %e, "a kept entry cannot be decoded"),
+        }
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Adds a dead letter, durably; returns its sequence number.
     pub async fn dead_letter(&self, meta: LetterMeta, record: Record) -> Result<u64, StoreError> {
@@ -84,20 +107,10 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Letter>, StoreError> {
-        let start = after.map_or(0, |s| s.saturating_add(1));
-        let mut out = Vec::new();
-        for item in self.inner.dlq.range(start.to_be_bytes()..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
-            match Letter::decode(seq, &v) {
-                Ok(l) => out.push(l),
-                Err(e) => tracing::error!(seq, error = %e, "dead letter cannot be decoded"),
-            }
-        }
-        Ok(out)
+        Ok(page(&self.inner.dlq, after, limit)?
+            .into_iter()
+            .map(|(seq, meta, record)| Letter { seq, meta, record })
+            .collect())
     }
 
     pub fn dead_letter_get(&self, seq: u64) -> Result<Option<Letter>, StoreError> {

@@ -60,20 +60,10 @@ impl Store {
 
     /// Up to `limit` parked events after `after`, oldest first.
     pub fn parked(&self, after: Option<u64>, limit: usize) -> Result<Vec<Parked>, StoreError> {
-        let start = after.map_or(0, |s| s.saturating_add(1));
-        let mut out = Vec::new();
-        for item in self.inner.parked.range(start.to_be_bytes()..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item?;
-            let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
-            match decode_kept(&v) {
-                Ok((meta, record)) => out.push(Parked { seq, meta, record }),
-                Err(e) => tracing::error!(seq, error = %e, "parked event cannot be decoded"),
-            }
-        }
-        Ok(out)
+        Ok(super::dlq::page(&self.inner.parked, after, limit)?
+            .into_iter()
+            .map(|(seq, meta, record)| Parked { seq, meta, record })
+            .collect())
     }
 
     pub fn parked_get(&self, seq: u64) -> Result<Option<Parked>, StoreError> {

@@ -156,6 +156,23 @@ async fn replies_come_after_the_event_is_durable_and_match_http_answers() {
     assert_eq!(ev["data"]["at"], 1);
 }
 
+/// Waits until the node answers on NATS ingest (its subscription is up);
+/// the probe is one accepted event.
+async fn wait_for_local_ingest(client: &async_nats::Client) {
+    let ready = support::eventually(Duration::from_secs(10), async || {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(200),
+                client.request("ingest.events", scan(99, 0).to_string().into())
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    })
+    .await;
+    assert!(ready, "no local ingest reply");
+}
+
 /// What the site server sent to jetedge's local connection, once it closed.
 fn delivered_to_jetedge(site: &NatsServer) -> u64 {
     let (_, body) =
@@ -181,18 +198,7 @@ async fn fire_and_forget_messages_received_before_a_stop_are_all_kept() {
         .unwrap();
     let client = async_nats::connect(site.url()).await.unwrap();
     // Wait for the node's subscription, then flood it without replies.
-    let ready = support::eventually(Duration::from_secs(10), async || {
-        matches!(
-            tokio::time::timeout(
-                Duration::from_millis(200),
-                client.request("ingest.events", scan(99, 0).to_string().into())
-            )
-            .await,
-            Ok(Ok(_))
-        )
-    })
-    .await;
-    assert!(ready, "no local ingest reply");
+    wait_for_local_ingest(&client).await;
     let publisher = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -235,18 +241,7 @@ async fn messages_beyond_max_pending_are_counted_as_dropped() {
         .await
         .unwrap();
     let client = async_nats::connect(site.url()).await.unwrap();
-    let ready = support::eventually(Duration::from_secs(10), async || {
-        matches!(
-            tokio::time::timeout(
-                Duration::from_millis(200),
-                client.request("ingest.events", scan(99, 0).to_string().into())
-            )
-            .await,
-            Ok(Ok(_))
-        )
-    })
-    .await;
-    assert!(ready, "no local ingest reply");
+    wait_for_local_ingest(&client).await;
     for n in 0..5_000 {
         let body = scan(n % 8, n).to_string();
         client.publish("ingest.events", body.into()).await.unwrap();

@@ -24,6 +24,24 @@ fn ce_headers() -> Vec<(String, String)> {
     vec![("content-type".into(), "application/cloudevents+json".into())]
 }
 
+/// The upstream stream made by hand (as an operator would, with
+/// `create_stream = false`): these subjects and a 4 KiB message limit.
+fn edge_config(subjects: &[&str]) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: "EDGE".into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        max_message_size: 4096,
+        duplicate_window: Duration::from_secs(7200),
+        ..Default::default()
+    }
+}
+
+async fn edge_stream(nats: &NatsServer, subjects: &[&str]) -> jetstream::Context {
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(edge_config(subjects)).await.unwrap();
+    js
+}
+
 const AUDIT_ROUTE: &str = r#"
 [[route]]
 match = { prefix = { type = "audit." } }
@@ -51,16 +69,7 @@ fn check_refuses_a_route_subject_outside_the_stream_jetedge_creates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_events_are_parked_and_the_rest_is_forwarded_in_order() {
     let nats = NatsServer::start();
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    js.create_stream(jetstream::stream::Config {
-        name: "EDGE".into(),
-        subjects: vec!["events.>".into()],
-        max_message_size: 4096,
-        duplicate_window: Duration::from_secs(7200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = edge_stream(&nats, &["events.>"]).await;
     let dir = TempDir::new("poison");
     let text = node_config(dir.path(), &[nats.url()])
         .replace("[upstream]\n", "[upstream]\ncreate_stream = false\n")
@@ -143,15 +152,9 @@ async fn refused_events_are_parked_and_the_rest_is_forwarded_in_order() {
     );
 
     // Fixed upstream: the stream takes audit.> too; a replay delivers it.
-    js.update_stream(jetstream::stream::Config {
-        name: "EDGE".into(),
-        subjects: vec!["events.>".into(), "audit.>".into()],
-        max_message_size: 4096,
-        duplicate_window: Duration::from_secs(7200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    js.update_stream(edge_config(&["events.>", "audit.>"]))
+        .await
+        .unwrap();
     let id = entries[0]["id"].as_u64().unwrap();
     let (status, replay) = call(admin, "POST", &format!("/admin/parked/{id}/replay"), &[]).await;
     assert_eq!(
@@ -170,16 +173,7 @@ async fn refused_events_are_parked_and_the_rest_is_forwarded_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_over_the_streams_size_limit_is_parked_and_the_limit_holds_offline() {
     let mut nats = NatsServer::start();
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
-    js.create_stream(jetstream::stream::Config {
-        name: "EDGE".into(),
-        subjects: vec!["events.>".into()],
-        max_message_size: 4096,
-        duplicate_window: Duration::from_secs(7200),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let js = edge_stream(&nats, &["events.>"]).await;
     let dir = TempDir::new("poison-size");
     let text = node_config(dir.path(), &[nats.url()])
         .replace("[upstream]\n", "[upstream]\ncreate_stream = false\n")
