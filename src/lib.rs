@@ -69,11 +69,9 @@ impl Node {
         for w in cfg.warnings() {
             tracing::warn!(key = %w.path, "{}", w.message);
         }
-        let store = store::Store::open(&cfg.node, cfg.max_dedupe_ttl()).map_err(|source| {
-            StartError::Store {
-                dir: cfg.node.data_dir.display().to_string(),
-                source,
-            }
+        let store = store::Store::open(&cfg.node).map_err(|source| StartError::Store {
+            dir: cfg.node.data_dir.display().to_string(),
+            source,
         })?;
         let metrics = Arc::new(metrics::Metrics::default());
         let ingest = ingress::Ingest::new(&cfg, store.clone(), metrics.clone())

@@ -619,18 +619,6 @@ impl Config {
             .map_or_else(|| s.verify.default_dedupe_ttl(), |d| d.0)
     }
 
-    /// The longest dedupe TTL of any source (what the store keeps keys for).
-    pub fn max_dedupe_ttl(&self) -> std::time::Duration {
-        let fallback = self
-            .node
-            .dedupe_ttl
-            .map_or(Scheme::None.default_dedupe_ttl(), |d| d.0);
-        self.sources
-            .iter()
-            .map(|s| self.dedupe_ttl(s))
-            .fold(fallback, std::cmp::max)
-    }
-
     /// Reads, overrides from the environment, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError {

@@ -10,18 +10,16 @@
 //! blocks, and one flusher is what sled 0.34 needs (concurrent
 //! `flush_async` calls deadlock there).
 
-use super::idem::Generations;
+use super::keys::{self, Keys, FLUSH_KEYS};
 use super::meta;
 use super::outbox::{Entry, NewBatch, Pos};
 use super::record::{batch_count, decode_batch, encode_batch};
 use super::space::Space;
 use super::sync::Durability;
 use super::{now_ms, Forwarded, Inner, NewEvent, Outcome, StoreError};
-use sled::transaction::{TransactionError, Transactional};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Largest number of requests one group takes, bounding the latency of the first.
@@ -54,7 +52,10 @@ pub(super) struct Committer {
     inner: Arc<Inner>,
     durability: Option<Durability>,
     space: Space,
-    idem: Generations,
+    keys: Keys,
+    /// Events appended since the keys were last written out: the replay a
+    /// restart would do is bounded by writing them out every `FLUSH_KEYS`.
+    since_flush: usize,
 }
 
 impl Committer {
@@ -62,24 +63,24 @@ impl Committer {
         inner: Arc<Inner>,
         durability: Option<Durability>,
         space: Space,
-        ttl: Duration,
+        keys: Keys,
     ) -> Result<Self, StoreError> {
-        let idem = Generations::open(&inner.db, ttl.as_millis() as u64)?;
         Ok(Self {
             inner,
             durability,
             space,
-            idem,
+            keys,
+            since_flush: 0,
         })
     }
 
-    /// Applies the keys and marks of records that reached the log but not
-    /// sled before a crash, and makes them durable.
+    /// Takes back the keys of records written after the last key run, and
+    /// applies the marks of records that reached the log but not sled.
     pub(super) fn recover(&mut self, unapplied: Vec<Entry>) -> Result<(), StoreError> {
         let Some(last) = unapplied.last().map(|e| e.seq) else {
             return Ok(());
         };
-        let now = now_ms();
+        let (keys_through, marks_through) = (self.keys.through(), meta::applied(&self.inner.db)?);
         for e in &unapplied {
             let (Ok(records), Some(extras)) = (decode_batch(&e.batch), decode_extras(&e.extras))
             else {
@@ -87,19 +88,27 @@ impl Committer {
                 continue;
             };
             for (record, x) in records.iter().zip(extras) {
-                let tree = self.idem.current(now)?;
-                for (k, v) in x.keys {
-                    tree.insert(k, v)?;
+                if e.seq > keys_through {
+                    for (h, v) in &x.keys {
+                        let (Ok(h), Some((expiry, id))) = (h.as_slice().try_into(), key_value(v))
+                        else {
+                            continue;
+                        };
+                        self.keys.insert(h, expiry, &id);
+                    }
                 }
-                for m in x.marks {
-                    self.inner.local_first.insert(m, record.encode())?;
+                if e.seq > marks_through {
+                    for m in x.marks {
+                        self.inner.local_first.insert(m, record.encode())?;
+                    }
                 }
             }
         }
+        self.since_flush = unapplied.iter().map(|e| e.events as usize).sum();
         meta::set_applied(&self.inner.db, last)?;
         tracing::info!(
             records = unapplied.len(),
-            "restored the dedupe keys of the last events written before a crash"
+            "took back the dedupe keys of the events written since the last key run"
         );
         self.durable()
     }
@@ -159,7 +168,8 @@ impl Committer {
             }
         }
         if !failed {
-            if let Err(e) = self.durable() {
+            // A clean stop writes the keys out, so the next start reads none back.
+            if let Err(e) = self.flush_keys(now_ms()).and_then(|()| self.durable()) {
                 self.fail(&e);
             }
         }
@@ -223,12 +233,25 @@ impl Committer {
         let written = staged.bytes;
         let events = staged.apply(&self.inner)?;
         self.space.used(written);
+        // The records (and so their keys) are on disk: now the keys count.
+        for (h, expiry, id) in staged.new_keys.drain(..) {
+            self.keys.insert(h, expiry, &id);
+        }
+        self.since_flush += events as usize;
+        if self.keys.pending() >= FLUSH_KEYS || self.since_flush >= FLUSH_KEYS {
+            self.flush_keys(now)?;
+        }
         self.durable()?;
         self.inner
             .disk_full
             .store(self.space.is_full(), Ordering::Relaxed);
         if let Some(head) = head {
-            // Forwarded segments go only once the head past them is durable.
+            // Forwarded segments go only once the head past them is durable,
+            // and once the keys of their records are in a run (the records
+            // are where a restart would read them back from).
+            if self.keys.through() + 1 < self.inner.log.ends().head_seq {
+                self.flush_keys(now)?;
+            }
             self.inner.log.delete_before(head)?;
         }
         if events > 0 {
@@ -237,6 +260,15 @@ impl Committer {
         if marked {
             self.inner.local_first_gen.send_modify(|g| *g += 1);
         }
+        Ok(())
+    }
+
+    /// Writes the keys in memory out as a run covering every record
+    /// appended so far, and drops runs whose keys have all expired.
+    fn flush_keys(&mut self, now: u64) -> Result<(), StoreError> {
+        let through = self.inner.log.ends().next_seq.saturating_sub(1);
+        self.keys.flush(through, now)?;
+        self.since_flush = 0;
         Ok(())
     }
 
@@ -297,16 +329,14 @@ impl Committer {
                 staged.marked = true;
                 extras.marks.push(key);
             }
-            let ttl = ev.dedupe_ttl.as_millis() as u64;
-            for k in ev.keys {
-                let (tree, value) = self.idem.entry(&ev.id, now, ttl)?;
-                staged
-                    .idem
-                    .get_or_insert_with(|| (tree, sled::Batch::default()))
-                    .1
-                    .insert(k.as_slice(), value.as_slice());
-                staged.keys.insert(k.clone(), ev.id.clone());
-                extras.keys.push((k, value));
+            let expiry = now.saturating_add(ev.dedupe_ttl.as_millis() as u64);
+            for k in &ev.keys {
+                let h = keys::hash(k);
+                staged.keys.insert(h, ev.id.clone());
+                staged.new_keys.push((h, expiry, ev.id.clone()));
+                extras
+                    .keys
+                    .push((h.to_vec(), key_value_bytes(expiry, &ev.id)));
             }
             staged.bytes += size;
             staged.records.push(ev.record);
@@ -325,10 +355,11 @@ impl Committer {
         now: u64,
     ) -> Result<Option<String>, StoreError> {
         for k in keys {
-            if let Some(id) = staged.keys.get(k) {
+            let h = keys::hash(k);
+            if let Some(id) = staged.keys.get(&h) {
                 return Ok(Some(id.clone()));
             }
-            if let Some(id) = self.idem.lookup(k, now)? {
+            if let Some(id) = self.keys.lookup(&h, now)? {
                 return Ok(Some(id));
             }
         }
@@ -380,8 +411,10 @@ struct Staged {
     records: Vec<Vec<u8>>,
     /// Each record's keys and marks, kept in its log record too.
     extras: Vec<Extras>,
-    idem: Option<(sled::Tree, sled::Batch)>,
-    keys: HashMap<Vec<u8>, String>,
+    /// Keys of this group, for repeats inside it, and to remember once the
+    /// records are on disk.
+    keys: HashMap<keys::Hash, String>,
+    new_keys: Vec<(keys::Hash, u64, String)>,
     /// Pending local-first marks of accepted events.
     marks: sled::Batch,
     marked: bool,
@@ -412,33 +445,29 @@ impl Staged {
             true => Vec::new(),
             false => inner.log.append(batches)?,
         };
-        let idem = self.idem.take();
         let marks = std::mem::take(&mut self.marks);
-        let result = match (&idem, self.marked) {
-            (Some((tree, keys)), true) => (tree, &inner.local_first).transaction(|(i, l)| {
-                i.apply_batch(keys)?;
-                l.apply_batch(&marks)?;
-                Ok(())
-            }),
-            (Some((tree, keys)), false) => tree.transaction(|i| {
-                i.apply_batch(keys)?;
-                Ok(())
-            }),
-            (None, true) => inner.local_first.transaction(|l| {
-                l.apply_batch(&marks)?;
-                Ok(())
-            }),
-            (None, false) => Ok(()),
-        };
-        result.map_err(|e: TransactionError<()>| match e {
-            TransactionError::Storage(e) => StoreError::Sled(e),
-            TransactionError::Abort(()) => io_error("key transaction aborted"),
-        })?;
+        if self.marked {
+            inner.local_first.apply_batch(marks)?;
+        }
         if let Some((seq, _)) = written.last() {
             meta::set_applied(&inner.db, *seq)?;
         }
         Ok(events)
     }
+}
+
+/// A key's value in an outbox record's extras: its expiry (ms) and the
+/// event id (UUID bytes).
+fn key_value_bytes(expiry: u64, id: &str) -> Vec<u8> {
+    let mut v = expiry.to_le_bytes().to_vec();
+    v.extend_from_slice(uuid::Uuid::parse_str(id).unwrap_or_default().as_bytes());
+    v
+}
+
+fn key_value(v: &[u8]) -> Option<(u64, String)> {
+    let expiry = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+    let id = uuid::Uuid::from_slice(v.get(8..24)?).ok()?;
+    Some((expiry, id.to_string()))
 }
 
 /// One accepted event's dedupe keys (with their stored values) and
@@ -512,10 +541,6 @@ fn chunks(records: &[Vec<u8>]) -> Vec<std::ops::Range<usize>> {
         start += n;
     }
     out
-}
-
-fn io_error(msg: &str) -> StoreError {
-    StoreError::Io(std::io::Error::other(msg.to_string()))
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //!   per batch of a committed group, in segment files read in order and
 //!   deleted whole once forwarded (`outbox.rs`); sled's default tree keeps
 //!   the log's head and the last record whose keys are applied (`meta.rs`);
-//! - `idem.{n}`: `{source}\0{key}` -> expiry and the first event id, for
-//!   dedupe, in generations that expire whole (`idem.rs`);
+//! - `keys/` (files): dedupe keys, a hash of `{source}\0{key}` with its
+//!   expiry and the first event id, in sorted runs (`keys.rs`);
 //! - `corrupt`: outbox batches set aside because they cannot be decoded;
 //! - `parked`: events upstream refused for good, kept for an operator to
 //!   inspect, replay or purge (`parked.rs`);
@@ -22,7 +22,7 @@
 
 mod commit;
 mod dlq;
-mod idem;
+mod keys;
 mod local_first;
 mod meta;
 mod outbox;
@@ -175,8 +175,7 @@ struct Inner {
 
 impl Store {
     /// Opens (or creates) the store and starts its committer thread.
-    /// `max_dedupe_ttl` is the longest TTL any source's keys are kept for.
-    pub fn open(cfg: &NodeConfig, max_dedupe_ttl: Duration) -> Result<Store, StoreError> {
+    pub fn open(cfg: &NodeConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         space::before_open(&cfg.data_dir, cfg.disk_reserve.0);
         // sled's own background flusher is off: the committer is the one
@@ -191,10 +190,15 @@ impl Store {
             .segment_size(2 << 20)
             .flush_every_ms(None)
             .open()?;
+        drop_old_key_trees(&db)?;
+        let keys = keys::Keys::open(&cfg.data_dir.join("keys"))?;
+        // Records whose keys are in no run, or whose marks are not in sled,
+        // are read back at open.
+        let replay_after = keys.through().min(meta::applied(&db)?);
         let recovered = outbox::Outbox::open(
             &cfg.data_dir.join("outbox"),
             meta::head(&db)?,
-            meta::applied(&db)?,
+            replay_after,
             cfg.fsync,
         )?;
         let inner = Arc::new(Inner {
@@ -222,7 +226,7 @@ impl Store {
         };
         let (tx, rx) = mpsc::channel(4096);
         let space = space::Space::new(&cfg.data_dir, cfg.disk_reserve.0);
-        let mut worker = commit::Committer::new(inner.clone(), durability, space, max_dedupe_ttl)?;
+        let mut worker = commit::Committer::new(inner.clone(), durability, space, keys)?;
         worker.recover(recovered.unapplied)?;
         worker.migrate_sled_outbox()?;
         let handle = std::thread::Builder::new()
@@ -337,6 +341,17 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
+}
+
+/// Dedupe keys lived in sled trees before `keys.rs`; they are dropped (a
+/// sender's retry of an event from before the upgrade is taken as new).
+fn drop_old_key_trees(db: &sled::Db) -> Result<(), StoreError> {
+    for name in db.tree_names() {
+        if name.starts_with(b"idem.") {
+            db.drop_tree(&name)?;
+        }
+    }
+    Ok(())
 }
 
 impl Inner {

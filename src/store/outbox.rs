@@ -155,10 +155,9 @@ impl Outbox {
             next_seq: head.map_or(1, |h| h.0),
             ..Ends::default()
         };
-        let mut unapplied = Vec::new();
         let firsts: Vec<u64> = self.lock_segments().keys().copied().collect();
         for &first in firsts.iter().rev() {
-            let (last, valid_len) = self.scan(first, applied, &mut unapplied)?;
+            let (last, valid_len) = self.scan(first)?;
             if valid_len < self.segment_len(first) {
                 tracing::warn!(segment = %self.path(first).display(), at = valid_len,
                     "cutting a torn record at the end of the outbox (a crash during a write; it was never acknowledged)");
@@ -212,19 +211,47 @@ impl Outbox {
             }
         }
         *self.ends.lock().expect("ends") = ends;
+        let unapplied = self.records_after(applied)?;
         self.delete_before(ends.head)?;
         Ok(unapplied)
     }
 
+    /// The records after seq `applied`, read from the segment holding the
+    /// next one. The committer bounds how many there can be (it writes keys
+    /// out every few thousand events), so this is never the backlog.
+    fn records_after(&self, applied: u64) -> Result<Vec<Entry>, StoreError> {
+        let start = {
+            let segments = self.lock_segments();
+            let holding = segments.range(..=applied.saturating_add(1)).next_back();
+            holding.or_else(|| segments.iter().next()).map(|(s, _)| *s)
+        };
+        let Some(segment) = start else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut pos = Pos { segment, offset: 0 };
+        loop {
+            match self.read_at(pos, None) {
+                Ok(Some(e)) => {
+                    pos = e.end;
+                    if e.seq > applied {
+                        out.push(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The reader sets a damaged record aside when it gets there.
+                    tracing::error!(error = %e, "cannot read every recent outbox record back at open");
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a segment's records in order; returns the last valid one and
-    /// the length up to which records are valid. Records after `applied`
-    /// are collected.
-    fn scan(
-        &self,
-        first: u64,
-        applied: u64,
-        unapplied: &mut Vec<Entry>,
-    ) -> Result<(Option<Entry>, u64), StoreError> {
+    /// the length up to which records are valid.
+    fn scan(&self, first: u64) -> Result<(Option<Entry>, u64), StoreError> {
         let mut pos = Pos {
             segment: first,
             offset: 0,
@@ -235,13 +262,6 @@ impl Outbox {
             match self.read_record(pos, len) {
                 Ok(e) => {
                     pos = e.end;
-                    if e.seq > applied {
-                        unapplied.push(Entry {
-                            batch: e.batch.clone(),
-                            extras: e.extras.clone(),
-                            ..e
-                        });
-                    }
                     last = Some(Entry {
                         batch: Vec::new(),
                         extras: Vec::new(),

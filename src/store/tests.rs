@@ -11,7 +11,14 @@ fn cfg(dir: &std::path::Path) -> NodeConfig {
 const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn open(c: &NodeConfig) -> Store {
-    Store::open(c, DAY).unwrap()
+    Store::open(c).unwrap()
+}
+
+/// The event id a test labels `label`: event ids are UUIDs.
+fn uid(label: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(label.as_bytes());
+    uuid::Uuid::from_slice(&d[..16]).unwrap().to_string()
 }
 
 fn event(key: Option<&str>, id: &str, size: usize) -> NewEvent {
@@ -26,7 +33,7 @@ fn event(key: Option<&str>, id: &str, size: usize) -> NewEvent {
     NewEvent {
         keys: key.map(|k| idem_key("s", k)).into_iter().collect(),
         dedupe_ttl: DAY,
-        id: id.into(),
+        id: uid(id),
         record: record.encode(),
         local_first: Vec::new(),
     }
@@ -118,13 +125,13 @@ async fn a_repeated_key_is_a_duplicate_of_the_first_id_even_in_one_batch() {
         .unwrap();
     assert_eq!(
         out,
-        vec![Outcome::Accepted, Outcome::Duplicate { id: "first".into() }]
+        vec![Outcome::Accepted, Outcome::Duplicate { id: uid("first") }]
     );
     let out = store
         .persist(vec![event(Some("k1"), "third", 5)])
         .await
         .unwrap();
-    assert_eq!(out, vec![Outcome::Duplicate { id: "first".into() }]);
+    assert_eq!(out, vec![Outcome::Duplicate { id: uid("first") }]);
     assert_eq!(store.pending(None, 10).unwrap().len(), 1);
     store.close().await;
 }
@@ -133,7 +140,7 @@ async fn a_repeated_key_is_a_duplicate_of_the_first_id_even_in_one_batch() {
 async fn keys_expire_after_their_ttl() {
     let dir = tempdir("ttl");
     let ttl = std::time::Duration::from_millis(50);
-    let store = Store::open(&cfg(&dir), ttl).unwrap();
+    let store = Store::open(&cfg(&dir)).unwrap();
     let event = |k, id, size| NewEvent {
         dedupe_ttl: ttl,
         ..event(k, id, size)
@@ -217,41 +224,40 @@ async fn a_damaged_batch_is_set_aside_and_the_rest_still_flows() {
     store.close().await;
 }
 
+fn runs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("keys")).map_or(0, |d| d.count())
+}
+
 #[tokio::test]
-async fn old_key_generations_are_dropped_and_live_ones_still_dedupe() {
-    let dir = tempdir("generations");
+async fn keys_outlive_a_restart_within_their_ttl_and_expired_runs_are_deleted() {
+    let dir = tempdir("key-runs");
     let ttl = std::time::Duration::from_millis(400);
-    let store = Store::open(&cfg(&dir), ttl).unwrap();
     let event = |k: Option<&str>, id, size| NewEvent {
         dedupe_ttl: ttl,
         ..event(k, id, size)
     };
+    let store = open(&cfg(&dir));
     assert_eq!(
         store.persist(vec![event(Some("k"), "a", 5)]).await.unwrap(),
         vec![Outcome::Accepted]
     );
-    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    // Still live one generation later.
+    store.close().await;
+    // Written out as a run at the clean stop, found again after it.
+    assert_eq!(runs(&dir), 1);
+    let store = open(&cfg(&dir));
     assert_eq!(
         store.persist(vec![event(Some("k"), "b", 5)]).await.unwrap(),
-        vec![Outcome::Duplicate { id: "a".into() }]
+        vec![Outcome::Duplicate { id: uid("a") }]
     );
-    for i in 0..6 {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        store
-            .persist(vec![event(Some(&format!("other{i}")), "x", 5)])
-            .await
-            .unwrap();
-    }
-    let generations = store
-        .inner
-        .db
-        .tree_names()
-        .into_iter()
-        .filter(|n| n.starts_with(b"idem."))
-        .count();
-    // A span of 200 ms plus the 400 ms TTL: at most four generations live.
-    assert!(generations <= 4, "{generations} generations kept");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    store
+        .persist(vec![event(Some("other"), "x", 5)])
+        .await
+        .unwrap();
+    store.close().await;
+    // The expired run went with the next write-out; the newest stays.
+    assert_eq!(runs(&dir), 1);
+    let store = open(&cfg(&dir));
     assert_eq!(
         store.persist(vec![event(Some("k"), "c", 5)]).await.unwrap(),
         vec![Outcome::Accepted]
@@ -276,7 +282,7 @@ async fn local_first_marks_exist_exactly_for_accepted_events() {
         ])
         .await
         .unwrap();
-    assert_eq!(out[1], Outcome::Duplicate { id: "a".into() });
+    assert_eq!(out[1], Outcome::Duplicate { id: uid("a") });
     assert!(signal.has_changed().unwrap(), "the workers are woken");
     let pending: Vec<_> = store
         .local_pending("kiosk", 10)
@@ -289,12 +295,15 @@ async fn local_first_marks_exist_exactly_for_accepted_events() {
         ["a"],
         "a duplicate or an unmarked event gets no mark"
     );
-    assert!(store.local_marked("kiosk", "a", 0).unwrap());
-    assert!(!store.local_marked("other", "a", 0).unwrap());
-    store.local_done("kiosk", "a", 1_000).unwrap();
+    assert!(store.local_marked("kiosk", &uid("a"), 0).unwrap());
+    assert!(!store.local_marked("other", &uid("a"), 0).unwrap());
+    store.local_done("kiosk", &uid("a"), 1_000).unwrap();
     assert!(store.local_pending("kiosk", 10).unwrap().is_empty());
-    assert!(store.local_marked("kiosk", "a", 999).unwrap());
-    assert!(!store.local_marked("kiosk", "a", 1_000).unwrap(), "expired");
+    assert!(store.local_marked("kiosk", &uid("a"), 999).unwrap());
+    assert!(
+        !store.local_marked("kiosk", &uid("a"), 1_000).unwrap(),
+        "expired"
+    );
     assert_eq!(store.local_sweep(1_000).unwrap(), 1);
     store.close().await;
 }
@@ -370,7 +379,7 @@ async fn a_removal_is_flushed_and_synced_without_anyone_asking() {
 }
 
 #[tokio::test]
-async fn keys_lost_from_sled_in_a_crash_come_back_from_the_log() {
+async fn keys_not_yet_written_out_come_back_from_the_log_after_a_crash() {
     let dir = tempdir("unapplied");
     let store = open(&cfg(&dir));
     let out = store
@@ -378,23 +387,17 @@ async fn keys_lost_from_sled_in_a_crash_come_back_from_the_log() {
         .await
         .unwrap();
     assert_eq!(out, vec![Outcome::Accepted; 2]);
-    // A crash after the log record was synced but before sled had the
-    // keys: sled holds neither the keys nor the applied mark.
-    for name in store.inner.db.tree_names() {
-        if name.starts_with(b"idem.") {
-            store.inner.db.open_tree(name).unwrap().clear().unwrap();
-        }
-    }
-    super::meta::set_applied(&store.inner.db, 0).unwrap();
-    store.inner.db.flush().unwrap();
     store.close().await;
+    // A crash before the keys were written out as a run: only the outbox
+    // records hold them.
+    std::fs::remove_dir_all(dir.join("keys")).unwrap();
 
     let store = open(&cfg(&dir));
     let out = store
         .persist(vec![event(Some("k2"), "c", 10)])
         .await
         .unwrap();
-    assert_eq!(out, vec![Outcome::Duplicate { id: "b".into() }]);
+    assert_eq!(out, vec![Outcome::Duplicate { id: uid("b") }]);
     assert_eq!(store.backlog().0, 2);
     store.close().await;
 }
@@ -452,5 +455,48 @@ async fn a_drained_outbox_gives_its_disk_back_without_a_restart() {
         .map(|p| p.record.id)
         .collect();
     assert_eq!(ids, ["after"]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn keys_read_back_after_a_crash_may_span_outbox_segments() {
+    let dir = tempdir("replay-segments");
+    let store = open(&cfg(&dir));
+    // 20,000 events of 1 KB: the outbox rolls to a second segment, and the
+    // keys are written out once, after 16,384 events.
+    for g in 0..40 {
+        let events = (0..500)
+            .map(|i| {
+                let n = g * 500 + i;
+                event(Some(&format!("k{n}")), &format!("e{n}"), 1000)
+            })
+            .collect();
+        store.persist(events).await.unwrap();
+    }
+    store.close().await;
+    assert!(std::fs::read_dir(dir.join("outbox")).unwrap().count() >= 2);
+    // A crash before the last write-out: its run is not there.
+    let mut runs: Vec<_> = std::fs::read_dir(dir.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    runs.sort();
+    assert!(runs.len() >= 2, "{runs:?}");
+    std::fs::remove_file(runs.last().unwrap()).unwrap();
+
+    let store = open(&cfg(&dir));
+    for n in [0, 15_000, 16_500, 19_999] {
+        let out = store
+            .persist(vec![event(Some(&format!("k{n}")), "again", 10)])
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![Outcome::Duplicate {
+                id: uid(&format!("e{n}"))
+            }],
+            "key {n}"
+        );
+    }
     store.close().await;
 }
