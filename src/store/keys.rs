@@ -326,6 +326,25 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_that_jumps_back_still_finds_recent_keys() {
+        let d = dir("clock");
+        let mut k = Keys::open(&d).unwrap();
+        let hour = 3_600_000u64;
+        let t = 1_000 * hour;
+        k.insert(hash(b"in-run"), t + 24 * hour, &id(1));
+        k.flush(1, t).unwrap();
+        k.insert(hash(b"in-memory"), t + 24 * hour, &id(2));
+        // The clock falls back by a day (an RTC reset, a bad NTP step).
+        let back = t - 24 * hour;
+        assert_eq!(k.lookup(&hash(b"in-run"), back).unwrap(), Some(id(1)));
+        assert_eq!(k.lookup(&hash(b"in-memory"), back).unwrap(), Some(id(2)));
+        // A write-out while the clock is behind deletes no live run.
+        k.flush(2, back).unwrap();
+        assert_eq!(k.lookup(&hash(b"in-run"), back).unwrap(), Some(id(1)));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn expired_runs_are_deleted_and_the_newest_is_kept_for_its_mark() {
         let d = dir("expire");
         let mut k = Keys::open(&d).unwrap();
