@@ -204,8 +204,9 @@ pub async fn status(cfg: &Config, args: &AdminArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "node {}  upstream {}  local {}  forwarding {}",
+        "node {}  store {}  upstream {}  local {}  forwarding {}",
         v["node"].as_str().unwrap_or("?"),
+        v["store"].as_str().unwrap_or("?"),
         v["upstream"].as_str().unwrap_or("?"),
         v["local"].as_str().unwrap_or("none"),
         v["forwarding"].as_str().unwrap_or("?")
