@@ -10,7 +10,7 @@
 //! blocks, and one flusher is what sled 0.34 needs (concurrent
 //! `flush_async` calls deadlock there).
 
-use super::keys::{self, Keys, FLUSH_KEYS};
+use super::keys::{self, Keys, Slot, FLUSH_KEYS};
 use super::meta;
 use super::outbox::{Entry, NewBatch, Pos};
 use super::record::{batch_count, decode_batch, encode_batch};
@@ -90,11 +90,9 @@ impl Committer {
             for (record, x) in records.iter().zip(extras) {
                 if e.seq > keys_through {
                     for (h, v) in &x.keys {
-                        let (Ok(h), Some((expiry, id))) = (h.as_slice().try_into(), key_value(v))
-                        else {
-                            continue;
-                        };
-                        self.keys.insert(h, expiry, &id);
+                        if let (Ok(h), Some(slot)) = (h.as_slice().try_into(), Slot::decode(v)) {
+                            self.keys.insert(h, slot);
+                        }
                     }
                 }
                 if e.seq > marks_through {
@@ -226,16 +224,16 @@ impl Committer {
             *out = self.stage(&mut staged, events, now)?;
         }
         let marked = staged.marked;
-        // The records are on disk (fdatasync'd) before their keys are in
-        // sled, and readers see them only then: a publish of an event that
-        // a crash then loses would leave upstream a copy the sender's retry
+        // The records are on disk (fdatasync'd) before their keys count,
+        // and readers see them only then: a publish of an event that a
+        // crash then loses would leave upstream a copy the sender's retry
         // doubles.
         let written = staged.bytes;
         let events = staged.apply(&self.inner)?;
         self.space.used(written);
         // The records (and so their keys) are on disk: now the keys count.
-        for (h, expiry, id) in staged.new_keys.drain(..) {
-            self.keys.insert(h, expiry, &id);
+        for (h, slot) in staged.new_keys.drain(..) {
+            self.keys.insert(h, slot);
         }
         self.since_flush += events as usize;
         if self.keys.pending() >= FLUSH_KEYS || self.since_flush >= FLUSH_KEYS {
@@ -330,13 +328,14 @@ impl Committer {
                 extras.marks.push(key);
             }
             let expiry = now.saturating_add(ev.dedupe_ttl.as_millis() as u64);
-            for k in &ev.keys {
-                let h = keys::hash(k);
-                staged.keys.insert(h, ev.id.clone());
-                staged.new_keys.push((h, expiry, ev.id.clone()));
-                extras
-                    .keys
-                    .push((h.to_vec(), key_value_bytes(expiry, &ev.id)));
+            let slot = (!ev.keys.is_empty()).then(|| Slot::new(expiry, &ev.id));
+            if let Some(Some(slot)) = slot {
+                for k in &ev.keys {
+                    let h = keys::hash(k);
+                    staged.keys.insert(h, ev.id.clone());
+                    staged.new_keys.push((h, slot));
+                    extras.keys.push((h.to_vec(), slot.encode().to_vec()));
+                }
             }
             staged.bytes += size;
             staged.records.push(ev.record);
@@ -414,7 +413,7 @@ struct Staged {
     /// Keys of this group, for repeats inside it, and to remember once the
     /// records are on disk.
     keys: HashMap<keys::Hash, String>,
-    new_keys: Vec<(keys::Hash, u64, String)>,
+    new_keys: Vec<(keys::Hash, Slot)>,
     /// Pending local-first marks of accepted events.
     marks: sled::Batch,
     marked: bool,
@@ -422,14 +421,15 @@ struct Staged {
 }
 
 impl Staged {
-    /// Appends the records to the outbox log as batches (durable on
-    /// return), then writes their keys and marks to sled in one
-    /// transaction with the mark of the last record applied; returns the
-    /// number of events written. A crash between the two is repaired at
-    /// open from the records' extras (`Committer::recover`), so a key is
-    /// never durable without its event (a resend would be refused as a
-    /// duplicate of an event that was lost), and an event's keys always
-    /// come back (a resend of an unanswered request is not stored twice).
+    /// Appends the records, with their keys and marks as extras, to the
+    /// outbox log as batches (durable on return), then writes the marks to
+    /// sled with the mark of the last record applied; returns the number of
+    /// events written. The keys go to the key table after this. What a
+    /// crash loses of either is taken back at open from the records' extras
+    /// (`Committer::recover`), so a key is never durable without its event
+    /// (a resend would be refused as a duplicate of an event that was
+    /// lost), and an event's keys always come back (a resend of an
+    /// unanswered request is not stored twice).
     fn apply(&mut self, inner: &Inner) -> Result<u64, StoreError> {
         let ranges = chunks(&self.records);
         let events: u64 = ranges.iter().map(|r| r.len() as u64).sum();
@@ -454,20 +454,6 @@ impl Staged {
         }
         Ok(events)
     }
-}
-
-/// A key's value in an outbox record's extras: its expiry (ms) and the
-/// event id (UUID bytes).
-fn key_value_bytes(expiry: u64, id: &str) -> Vec<u8> {
-    let mut v = expiry.to_le_bytes().to_vec();
-    v.extend_from_slice(uuid::Uuid::parse_str(id).unwrap_or_default().as_bytes());
-    v
-}
-
-fn key_value(v: &[u8]) -> Option<(u64, String)> {
-    let expiry = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
-    let id = uuid::Uuid::from_slice(v.get(8..24)?).ok()?;
-    Some((expiry, id.to_string()))
 }
 
 /// One accepted event's dedupe keys (with their stored values) and

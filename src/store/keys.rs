@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 
 /// Keys the table holds before it is written out as a run.
 pub const FLUSH_KEYS: usize = 16_384;
-const ENTRY: usize = 40;
+/// A run entry: the hash, then the encoded slot.
+const ENTRY: usize = 16 + SLOT;
 /// Entries per block: one `pread` of at most 4 KiB finds a key.
 const PER_BLOCK: usize = 4096 / ENTRY;
 const MAGIC: u64 = 0x4a45_4b45_5953_0001;
@@ -45,10 +46,46 @@ pub fn hash(key: &[u8]) -> Hash {
     d[..16].try_into().expect("16 bytes")
 }
 
+/// What a key maps to: its expiry (ms) and the first event's id (UUID
+/// bytes). Encoded the same in run files and in outbox records' extras.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Slot {
+pub struct Slot {
     expiry: u64,
     id: [u8; 16],
+}
+
+/// Bytes of an encoded [`Slot`].
+const SLOT: usize = 24;
+
+impl Slot {
+    /// `None` for an id that is not a UUID (event ids always are:
+    /// `envelope::new_id`), so such a key cannot be remembered.
+    pub fn new(expiry: u64, id: &str) -> Option<Slot> {
+        match uuid::Uuid::parse_str(id) {
+            Ok(u) => Some(Slot {
+                expiry,
+                id: *u.as_bytes(),
+            }),
+            Err(_) => {
+                tracing::warn!(%id, "an event id that is not a UUID cannot be remembered for dedupe");
+                None
+            }
+        }
+    }
+
+    pub fn encode(&self) -> [u8; SLOT] {
+        let mut out = [0u8; SLOT];
+        out[..8].copy_from_slice(&self.expiry.to_le_bytes());
+        out[8..].copy_from_slice(&self.id);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Slot> {
+        Some(Slot {
+            expiry: u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
+            id: b.get(8..SLOT)?.try_into().ok()?,
+        })
+    }
 }
 
 struct Run {
@@ -117,19 +154,9 @@ impl Keys {
         Ok(None)
     }
 
-    /// Remembers a key until `expiry`; `id` is the event's (a UUID).
-    pub fn insert(&mut self, h: Hash, expiry: u64, id: &str) {
-        let Ok(uuid) = uuid::Uuid::parse_str(id) else {
-            tracing::warn!(%id, "an event id that is not a UUID cannot be remembered for dedupe");
-            return;
-        };
-        self.table.insert(
-            h,
-            Slot {
-                expiry,
-                id: *uuid.as_bytes(),
-            },
-        );
+    /// Remembers a key until its slot expires.
+    pub fn insert(&mut self, h: Hash, slot: Slot) {
+        self.table.insert(h, slot);
     }
 
     /// Writes the table out as a run holding every key through `through`
@@ -176,8 +203,7 @@ fn write_run(path: &Path, table: &BTreeMap<Hash, Slot>, through: u64) -> Result<
             index.extend_from_slice(h);
         }
         entries.extend_from_slice(h);
-        entries.extend_from_slice(&s.expiry.to_le_bytes());
-        entries.extend_from_slice(&s.id);
+        entries.extend_from_slice(&s.encode());
         max_expiry = max_expiry.max(s.expiry);
         for bit in bloom_bits(h, bits) {
             bloom[(bit / 64) as usize] |= 1 << (bit % 64);
@@ -266,13 +292,9 @@ impl Run {
             .chunks_exact(ENTRY)
             .collect::<Vec<_>>()
             .binary_search_by(|e| e[..16].cmp(&h[..]));
-        Ok(found.ok().map(|i| {
-            let e = &buf[i * ENTRY..(i + 1) * ENTRY];
-            Slot {
-                expiry: u64::from_le_bytes(e[16..24].try_into().expect("8")),
-                id: e[24..40].try_into().expect("16"),
-            }
-        }))
+        Ok(found
+            .ok()
+            .and_then(|i| Slot::decode(&buf[i * ENTRY + 16..(i + 1) * ENTRY])))
     }
 }
 
@@ -295,7 +317,10 @@ mod tests {
         let d = dir("find");
         let mut k = Keys::open(&d).unwrap();
         for n in 0..10_000u32 {
-            k.insert(hash(&n.to_le_bytes()), 1_000 + n as u64, &id(n));
+            k.insert(
+                hash(&n.to_le_bytes()),
+                Slot::new(1_000 + n as u64, &id(n)).unwrap(),
+            );
         }
         assert_eq!(
             k.lookup(&hash(&7u32.to_le_bytes()), 0).unwrap(),
@@ -303,7 +328,7 @@ mod tests {
         );
         k.flush(42, 0).unwrap();
         assert_eq!(k.pending(), 0);
-        k.insert(hash(b"fresh"), 5_000, &id(99_999));
+        k.insert(hash(b"fresh"), Slot::new(5_000, &id(99_999)).unwrap());
         drop(k);
         let k = Keys::open(&d).unwrap();
         assert_eq!(k.through(), 42);
@@ -331,9 +356,12 @@ mod tests {
         let mut k = Keys::open(&d).unwrap();
         let hour = 3_600_000u64;
         let t = 1_000 * hour;
-        k.insert(hash(b"in-run"), t + 24 * hour, &id(1));
+        k.insert(hash(b"in-run"), Slot::new(t + 24 * hour, &id(1)).unwrap());
         k.flush(1, t).unwrap();
-        k.insert(hash(b"in-memory"), t + 24 * hour, &id(2));
+        k.insert(
+            hash(b"in-memory"),
+            Slot::new(t + 24 * hour, &id(2)).unwrap(),
+        );
         // The clock falls back by a day (an RTC reset, a bad NTP step).
         let back = t - 24 * hour;
         assert_eq!(k.lookup(&hash(b"in-run"), back).unwrap(), Some(id(1)));
@@ -348,9 +376,9 @@ mod tests {
     fn expired_runs_are_deleted_and_the_newest_is_kept_for_its_mark() {
         let d = dir("expire");
         let mut k = Keys::open(&d).unwrap();
-        k.insert(hash(b"a"), 100, &id(1));
+        k.insert(hash(b"a"), Slot::new(100, &id(1)).unwrap());
         k.flush(1, 0).unwrap();
-        k.insert(hash(b"b"), 200, &id(2));
+        k.insert(hash(b"b"), Slot::new(200, &id(2)).unwrap());
         k.flush(2, 0).unwrap();
         k.flush(3, 150).unwrap();
         let runs = std::fs::read_dir(&d).unwrap().count();

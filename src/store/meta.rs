@@ -1,6 +1,6 @@
 //! The outbox log's bookkeeping in sled's default tree: where its head is
-//! (the next batch to forward) and the last record whose dedupe keys and
-//! local-first marks are in sled. Both are written by the committer before
+//! (the next batch to forward) and the last record whose local-first marks
+//! are in sled. Both are written by the committer before
 //! its flush, after what they describe, so sled's recovery of a prefix of
 //! its log never has them ahead of the facts.
 
@@ -39,7 +39,7 @@ pub fn set_head(db: &sled::Db, seq: u64, pos: Pos, cumulative: u64) -> Result<()
     Ok(())
 }
 
-/// The last seq whose keys and marks are in sled (0: none).
+/// The last seq whose local-first marks are in sled (0: none).
 pub fn applied(db: &sled::Db) -> Result<u64, StoreError> {
     Ok(db
         .get(APPLIED)?

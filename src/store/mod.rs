@@ -3,7 +3,7 @@
 //! - `outbox/` (files, not sled): events waiting for upstream, one record
 //!   per batch of a committed group, in segment files read in order and
 //!   deleted whole once forwarded (`outbox.rs`); sled's default tree keeps
-//!   the log's head and the last record whose keys are applied (`meta.rs`);
+//!   the log's head and the last record whose marks are applied (`meta.rs`);
 //! - `keys/` (files): dedupe keys, a hash of `{source}\0{key}` with its
 //!   expiry and the first event id, in sorted runs (`keys.rs`);
 //! - `corrupt`: outbox batches set aside because they cannot be decoded;

@@ -15,8 +15,8 @@
 //!
 //! Sequence numbers are consecutive, so the forwarder's next batch is the
 //! one after the last it read. `extras` holds the batch's dedupe keys and
-//! local-first marks: they go to sled after the record is on disk, and a
-//! crash in between is repaired at open by applying them again (see
+//! local-first marks: they go to the key table and to sled after the record
+//! is on disk, and what a crash loses of them is taken back at open (see
 //! `Recovered::unapplied`).
 //!
 //! Owned by the committer (the only writer, and the one that moves the
@@ -98,7 +98,7 @@ pub struct Outbox {
     sync: bool,
 }
 
-/// What `open` found: the records whose extras may not be in sled yet.
+/// What `open` found: the records whose extras may not be applied yet.
 pub struct Recovered {
     pub outbox: Outbox,
     pub unapplied: Vec<Entry>,
@@ -107,7 +107,7 @@ pub struct Recovered {
 impl Outbox {
     /// Opens the log. `head` is the head kept in sled (seq, position,
     /// cumulative events before it), if any; `applied` the last seq whose
-    /// extras are in sled. A torn record at the end of the last segment (a
+    /// extras are known applied. A torn record at the end of the last segment (a
     /// crash mid-write, never acknowledged) is cut off.
     pub fn open(
         dir: &Path,
