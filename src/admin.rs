@@ -275,11 +275,7 @@ impl Admin {
     /// A page of dead letters (of one subscription, when named), and the
     /// id to pass as `after` for the next page.
     fn list(&self, query: Option<&str>) -> Result<Value, Fail> {
-        let num = |name| query_param(query, name).map(|v| v.parse::<u64>());
-        let (Ok(after), Ok(limit)) = (num("after").transpose(), num("limit").transpose()) else {
-            return Err(Fail::BadRequest("after and limit must be whole numbers"));
-        };
-        let limit = limit.map_or(100, |l| l as usize).clamp(1, MAX_PAGE);
+        let (after, limit) = paging(query)?;
         let sub = query_param(query, "subscription");
         let mut entries = Vec::new();
         let mut cursor = after;
@@ -317,11 +313,7 @@ impl Admin {
     }
 
     fn list_parked(&self, query: Option<&str>) -> Result<Value, Fail> {
-        let num = |name| query_param(query, name).map(|v| v.parse::<u64>());
-        let (Ok(after), Ok(limit)) = (num("after").transpose(), num("limit").transpose()) else {
-            return Err(Fail::BadRequest("after and limit must be whole numbers"));
-        };
-        let limit = limit.map_or(100, |l| l as usize).clamp(1, MAX_PAGE);
+        let (after, limit) = paging(query)?;
         let page = self.store.parked(after, limit)?;
         let next = (page.len() == limit)
             .then(|| page.last().map(|p| p.seq))
@@ -382,6 +374,15 @@ impl Admin {
         );
         resp
     }
+}
+
+/// A listing's `after` and `limit` (100 by default, at most `MAX_PAGE`).
+fn paging(query: Option<&str>) -> Result<(Option<u64>, usize), Fail> {
+    let num = |name| query_param(query, name).map(|v| v.parse::<u64>());
+    let (Ok(after), Ok(limit)) = (num("after").transpose(), num("limit").transpose()) else {
+        return Err(Fail::BadRequest("after and limit must be whole numbers"));
+    };
+    Ok((after, limit.map_or(100, |l| l as usize).clamp(1, MAX_PAGE)))
 }
 
 /// Routes under `/admin/` (any method).
