@@ -149,8 +149,8 @@ struct Inner {
     db: sled::Db,
     /// The events themselves (`outbox.rs`).
     log: outbox::Outbox,
-    /// Where the forwarder last read: (seq, start, end) of that batch.
-    last_read: Mutex<Option<(u64, outbox::Pos, outbox::Pos)>>,
+    /// Where the forwarder last read (`read.rs`).
+    last_read: Mutex<Option<read::LastRead>>,
     corrupt: sled::Tree,
     /// Events upstream refused for good (`parked.rs`).
     parked: sled::Tree,

@@ -7,6 +7,15 @@
 use super::outbox::{Entry, Pos};
 use super::{record, Forwarded, Pending, Position, Store, StoreError};
 
+/// The batch the forwarder read last, so its next read starts there.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LastRead {
+    seq: u64,
+    events: u32,
+    pub(super) start: Pos,
+    end: Pos,
+}
+
 impl Store {
     /// Up to `limit` outbox events from `from` on (from the head when
     /// `None`), in order. `from` is always the head, the batch last read,
@@ -29,8 +38,12 @@ impl Store {
                     continue;
                 }
             };
-            *self.inner.last_read.lock().expect("last read") =
-                Some((entry.seq, entry.start, entry.end));
+            *self.inner.last_read.lock().expect("last read") = Some(LastRead {
+                seq: entry.seq,
+                events: entry.events,
+                start: entry.start,
+                end: entry.end,
+            });
             pos = entry.end;
             let skip = from
                 .filter(|p| p.seq == entry.seq)
@@ -67,11 +80,15 @@ impl Store {
         let Some(from) = from else {
             return Ok(Some(ends.head));
         };
-        let last = *self.inner.last_read.lock().expect("last read");
-        match last {
-            Some((seq, start, _)) if seq == from.seq => return Ok(Some(start)),
-            Some((seq, _, end)) if seq + 1 == from.seq => return Ok(Some(end)),
-            _ => {}
+        if let Some(last) = *self.inner.last_read.lock().expect("last read") {
+            // A cursor past the batch's last event starts at the next batch,
+            // so a finished batch is not read and decoded again.
+            if last.seq == from.seq && from.index < last.events {
+                return Ok(Some(last.start));
+            }
+            if last.seq == from.seq || last.seq + 1 == from.seq {
+                return Ok(Some(last.end));
+            }
         }
         // Not where the forwarder left off: walk from the head (rare).
         let mut pos = ends.head;

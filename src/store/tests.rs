@@ -204,7 +204,7 @@ async fn a_damaged_batch_is_set_aside_and_the_rest_still_flows() {
     store.persist(vec![event(None, "b", 10)]).await.unwrap();
     store.pending(None, 1).unwrap();
     // Bit rot in the first record's body (its header is intact).
-    let (_, start, _) = store.inner.last_read.lock().unwrap().unwrap();
+    let start = store.inner.last_read.lock().unwrap().unwrap().start;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(
