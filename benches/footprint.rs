@@ -10,7 +10,10 @@
 //!    the peak RSS of the new process while it starts;
 //! 4. drain: upstream appears; the drain rate against a bare async-nats
 //!    publisher of the same events measured in the same run, peak RSS, and
-//!    the data dir's size once drained, without a restart.
+//!    the data dir's size once drained, without a restart;
+//! 5. live ingest: signed webhooks of about 1 KiB, one event per request,
+//!    from 64 keep-alive connections with upstream up and forwarding on:
+//!    the rate and peak RSS.
 //!
 //! `scripts/footprint.sh` runs it (`JETEDGE_FOOTPRINT_EVENTS`, default
 //! 1,000,000); `cargo test --all-targets` runs a small one.
@@ -70,20 +73,7 @@ async fn run() {
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let (events, bytes) = backlog(node.port);
     let disk = du(&data);
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap_or_default();
-    let kinds: Vec<&str> = status
-        .lines()
-        .filter(|l| l.starts_with("RssAnon") || l.starts_with("RssFile"))
-        .collect();
-    println!(
-        "                      now: {}",
-        kinds
-            .join(", ")
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let now = kinds(node.pid());
     println!(
         "buffering             {rate:>7.0} events/s  peak RSS {:>7.1} MiB  backlog {events} events, {:.1} MiB  data dir {:.1} MiB ({:.2}x the backlog)",
         mib(sampler.stop().max(rss(node.pid()).0)),
@@ -91,6 +81,7 @@ async fn run() {
         mib(disk),
         disk as f64 / bytes.max(1) as f64
     );
+    println!("                      now: {now}");
 
     node.kill9();
     let exec = Instant::now();
@@ -106,6 +97,7 @@ async fn run() {
         ready.as_secs_f64(),
         mib(sampler.stop().max(rss(node.pid()).0))
     );
+    println!("                      now: {}", kinds(node.pid()));
 
     let sampler = Sampler::start(node.pid());
     upstream.restart();
@@ -129,7 +121,53 @@ async fn run() {
         mib(du(&data)),
         mib(rss(node.pid()).1)
     );
+
+    let requests = (n / 10).max(1_000);
+    let sampler = Sampler::start(node.pid());
+    let started = Instant::now();
+    webhooks(node.port, requests, 64).await;
+    let rate = requests as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "live ingest           {rate:>7.0} events/s  peak RSS {:>7.1} MiB  ({requests} signed webhooks, 64 connections, forwarding on)",
+        mib(sampler.stop().max(rss(node.pid()).1))
+    );
     node.stop();
+}
+
+/// Posts `n` signed webhooks of about 1 KiB from `connections` keep-alive
+/// connections; signed up front, so the load generator costs little.
+async fn webhooks(port: u16, n: usize, connections: usize) {
+    let now = support::now();
+    let pad = "x".repeat(PAD);
+    let requests: Arc<Vec<_>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                let body = serde_json::json!({"type": "kiosk.scan", "data": {"n": i, "pad": pad}})
+                    .to_string()
+                    .into_bytes();
+                (support::sign(&format!("live-{i}"), &body, now), body)
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (next, requests) = (next.clone(), requests.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new(([127, 0, 0, 1], port).into());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some((headers, body)) = requests.get(i) else {
+                    return;
+                };
+                let r = c.post("/v1/webhooks/shop", headers, body.clone()).await;
+                assert_eq!(r.status, 202, "{:?}", r.body);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
 }
 
 /// Posts `n` CloudEvents in batches from four connections.
@@ -228,6 +266,20 @@ fn rss(pid: u32) -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// A process's resident anonymous and file-backed memory, as a line.
+fn kinds(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kinds: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("RssAnon") || l.starts_with("RssFile"))
+        .collect();
+    kinds
+        .join(", ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Disk space used under `dir` (allocated blocks, as `du` counts).

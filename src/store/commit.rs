@@ -12,7 +12,7 @@
 
 use super::keys::{self, Keys, Slot, FLUSH_KEYS};
 use super::meta;
-use super::outbox::{Entry, NewBatch, Pos};
+use super::outbox::{Entry, NewBatch, Pos, Unapplied};
 use super::record::{batch_count, decode_batch, encode_batch};
 use super::space::Space;
 use super::sync::Durability;
@@ -76,39 +76,55 @@ impl Committer {
 
     /// Takes back the keys of records written after the last key run, and
     /// applies the marks of records that reached the log but not sled.
-    pub(super) fn recover(&mut self, unapplied: Vec<Entry>) -> Result<(), StoreError> {
-        let Some(last) = unapplied.last().map(|e| e.seq) else {
+    pub(super) fn recover(&mut self, unapplied: Unapplied) -> Result<(), StoreError> {
+        let (keys_through, marks_through) = (self.keys.through(), meta::applied(&self.inner.db)?);
+        let mut records = 0;
+        let inner = self.inner.clone();
+        let replayed = inner.log.replay(unapplied, |e| {
+            records += 1;
+            self.apply_extras(&e, keys_through, marks_through)
+        })?;
+        // Segments wholly before the head can go once their keys are back.
+        self.inner.log.delete_before(self.inner.log.ends().head)?;
+        let Some((last, events)) = replayed else {
             return Ok(());
         };
-        let (keys_through, marks_through) = (self.keys.through(), meta::applied(&self.inner.db)?);
-        for e in &unapplied {
-            let (Ok(records), Some(extras)) = (decode_batch(&e.batch), decode_extras(&e.extras))
-            else {
-                tracing::error!(seq = e.seq, "cannot read the keys of an outbox record back");
-                continue;
-            };
-            for (record, x) in records.iter().zip(extras) {
-                if e.seq > keys_through {
-                    for (h, v) in &x.keys {
-                        if let (Ok(h), Some(slot)) = (h.as_slice().try_into(), Slot::decode(v)) {
-                            self.keys.insert(h, slot);
-                        }
-                    }
-                }
-                if e.seq > marks_through {
-                    for m in x.marks {
-                        self.inner.local_first.insert(m, record.encode())?;
-                    }
-                }
-            }
-        }
-        self.since_flush = unapplied.iter().map(|e| e.events as usize).sum();
+        self.since_flush = events;
         meta::set_applied(&self.inner.db, last)?;
         tracing::info!(
-            records = unapplied.len(),
+            records,
             "took back the dedupe keys of the events written since the last key run"
         );
         self.durable()
+    }
+
+    /// Puts a replayed record's keys (if no run holds them) and local-first
+    /// marks (if sled does not) back.
+    fn apply_extras(
+        &mut self,
+        e: &Entry,
+        keys_through: u64,
+        marks_through: u64,
+    ) -> Result<(), StoreError> {
+        let (Ok(records), Some(extras)) = (decode_batch(&e.batch), decode_extras(&e.extras)) else {
+            tracing::error!(seq = e.seq, "cannot read the keys of an outbox record back");
+            return Ok(());
+        };
+        for (record, x) in records.iter().zip(extras) {
+            if e.seq > keys_through {
+                for (h, v) in &x.keys {
+                    if let (Ok(h), Some(slot)) = (h.as_slice().try_into(), Slot::decode(v)) {
+                        self.keys.insert(h, slot);
+                    }
+                }
+            }
+            if e.seq > marks_through {
+                for m in x.marks {
+                    self.inner.local_first.insert(m, record.encode())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Moves the batches of a store written before the outbox log (sled's

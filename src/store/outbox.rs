@@ -17,7 +17,7 @@
 //! one after the last it read. `extras` holds the batch's dedupe keys and
 //! local-first marks: they go to the key table and to sled after the record
 //! is on disk, and what a crash loses of them is taken back at open (see
-//! `Recovered::unapplied`).
+//! [`Outbox::replay`]).
 //!
 //! Owned by the committer (the only writer, and the one that moves the
 //! head and deletes segments); any task may read up to the durable tail.
@@ -98,10 +98,18 @@ pub struct Outbox {
     sync: bool,
 }
 
-/// What `open` found: the records whose extras may not be applied yet.
+/// What `open` found: the log, and where the records whose extras may not
+/// be applied yet are (read back one at a time by [`Outbox::replay`]).
 pub struct Recovered {
     pub outbox: Outbox,
-    pub unapplied: Vec<Entry>,
+    pub unapplied: Unapplied,
+}
+
+/// The records after seq `after`, found from the segment starting at `from`.
+#[derive(Debug, Clone, Copy)]
+pub struct Unapplied {
+    from: Option<Pos>,
+    after: u64,
 }
 
 impl Outbox {
@@ -150,7 +158,7 @@ impl Outbox {
         &self,
         head: Option<(u64, Pos, u64)>,
         applied: u64,
-    ) -> Result<Vec<Entry>, StoreError> {
+    ) -> Result<Unapplied, StoreError> {
         let mut ends = Ends {
             next_seq: head.map_or(1, |h| h.0),
             ..Ends::default()
@@ -211,42 +219,55 @@ impl Outbox {
             }
         }
         *self.ends.lock().expect("ends") = ends;
-        let unapplied = self.records_after(applied)?;
-        self.delete_before(ends.head)?;
-        Ok(unapplied)
+        // Segments wholly before the head are deleted once the committer
+        // has replayed what they may hold (`delete_before`).
+        let segments = self.lock_segments();
+        let holding = segments.range(..=applied.saturating_add(1)).next_back();
+        let from = holding
+            .or_else(|| segments.iter().next())
+            .map(|(s, _)| Pos {
+                segment: *s,
+                offset: 0,
+            });
+        Ok(Unapplied {
+            from,
+            after: applied,
+        })
     }
 
-    /// The records after seq `applied`, read from the segment holding the
-    /// next one. The committer bounds how many there can be (it writes keys
-    /// out every few thousand events), so this is never the backlog.
-    fn records_after(&self, applied: u64) -> Result<Vec<Entry>, StoreError> {
-        let start = {
-            let segments = self.lock_segments();
-            let holding = segments.range(..=applied.saturating_add(1)).next_back();
-            holding.or_else(|| segments.iter().next()).map(|(s, _)| *s)
+    /// Hands each record after `u.after` to `apply`, one at a time (memory
+    /// holds one record, not the lot). The committer bounds how many there
+    /// can be (it writes keys out every few thousand events), so this is
+    /// never the backlog. Returns the last seq handed over and the events
+    /// in those records.
+    pub fn replay(
+        &self,
+        u: Unapplied,
+        mut apply: impl FnMut(Entry) -> Result<(), StoreError>,
+    ) -> Result<Option<(u64, usize)>, StoreError> {
+        let Some(mut pos) = u.from else {
+            return Ok(None);
         };
-        let Some(segment) = start else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        let mut pos = Pos { segment, offset: 0 };
+        let mut seen = None;
         loop {
             match self.read_at(pos, None) {
                 Ok(Some(e)) => {
                     pos = e.end;
-                    if e.seq > applied {
-                        out.push(e);
+                    if e.seq > u.after {
+                        let (seq, events) = (e.seq, e.events as usize);
+                        apply(e)?;
+                        let before = seen.map_or(0, |(_, n)| n);
+                        seen = Some((seq, before + events));
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(seen),
                 Err(e) => {
                     // The reader sets a damaged record aside when it gets there.
                     tracing::error!(error = %e, "cannot read every recent outbox record back at open");
-                    break;
+                    return Ok(seen);
                 }
             }
         }
-        Ok(out)
     }
 
     /// Reads a segment's records in order; returns the last valid one and
@@ -576,11 +597,19 @@ mod tests {
 
         let r = Outbox::open(&d, None, 1, true).unwrap();
         let o = r.outbox;
+        let mut replayed = Vec::new();
+        let last = o
+            .replay(r.unapplied, |e| {
+                replayed.push(e.seq);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(
-            r.unapplied.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            replayed,
             [2, 3],
             "records after the applied seq come back for their extras"
         );
+        assert_eq!(last, Some((3, 4)));
         assert_eq!(o.ends().next_seq, 4);
         assert_eq!(o.backlog().0, 6);
         let mut pos = o.ends().head;
