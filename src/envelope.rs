@@ -45,6 +45,12 @@ impl Envelope {
         // Serializing a struct of strings and a `Value` cannot fail.
         serde_json::to_vec(self).expect("envelope serializes")
     }
+
+    /// As [`Envelope::to_json`], appended to `out` (a buffer reused across
+    /// events saves growing a fresh one for each).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("envelope serializes");
+    }
 }
 
 /// A fresh event id: UUIDv7, so ids sort by acceptance time.

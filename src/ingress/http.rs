@@ -223,7 +223,10 @@ impl Server {
                 .from_cloudevent(&parts.headers, v, now)
                 .map_err(Rejection::from)
         };
-        match parse_json(&body)? {
+        let parsed = parse_json(&body)?;
+        // A batch's body can be megabytes: it is not needed past here.
+        drop(body);
+        match parsed {
             Value::Array(items) => {
                 if items.is_empty() {
                     return Err(ApiError::BadRequest(

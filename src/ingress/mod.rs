@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::redact::COUNTED;
 use crate::pipeline::{Decision, Invalid, Normalised, Rules, SourceShape};
-use crate::store::{idem_key, NewEvent, Outcome, Record, Store, StoreError};
+use crate::store::{encode_fields, idem_key, NewEvent, Outcome, Store, StoreError};
 use hyper::HeaderMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -249,6 +249,9 @@ impl Ingest {
     }
 }
 
+/// A scratch buffer that grew past this (one huge event) is let go.
+const SCRATCH_KEEP: usize = 64 << 10;
+
 fn to_new_event(
     source: &str,
     n: Normalised,
@@ -257,34 +260,47 @@ fn to_new_event(
     local_first: &[(String, Vec<String>)],
 ) -> Result<NewEvent, Rejection> {
     let e = n.envelope;
-    let record = Record {
-        payload: e.to_json(),
-        subject: n.subject,
-        id: e.id.clone(),
-        type_: e.type_,
-        source: e.source,
-        traceparent: e.traceparent,
-    };
-    // Headers and subject travel with the payload; keep a margin for them.
-    let size = (record.payload.len() + 1024) as u64;
-    if size > max {
-        return Err(Rejection::TooLarge { size, limit: max });
+    thread_local! {
+        // The envelope's JSON is written here, then copied once into a
+        // record of the exact size: no buffer grown per event.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let record = SCRATCH.with_borrow_mut(|payload| {
+        payload.clear();
+        e.write_json(payload);
+        // Headers and subject travel with the payload; keep a margin for them.
+        let size = (payload.len() + 1024) as u64;
+        if size > max {
+            return Err(Rejection::TooLarge { size, limit: max });
+        }
+        let record = encode_fields([
+            n.subject.as_bytes(),
+            e.id.as_bytes(),
+            e.type_.as_bytes(),
+            e.source.as_bytes(),
+            e.traceparent.as_bytes(),
+            payload,
+        ]);
+        if payload.capacity() > SCRATCH_KEEP {
+            *payload = Vec::new();
+        }
+        Ok(record)
+    })?;
     let matches = |filters: &[String]| {
         filters
             .iter()
-            .any(|f| crate::envelope::subject_matches(f, &record.subject))
+            .any(|f| crate::envelope::subject_matches(f, &n.subject))
     };
     Ok(NewEvent {
         keys: n.keys.iter().map(|k| idem_key(source, k)).collect(),
         dedupe_ttl,
-        id: record.id.clone(),
         local_first: local_first
             .iter()
             .filter(|(_, filters)| matches(filters))
             .map(|(name, _)| name.clone())
             .collect(),
-        record: record.encode(),
+        id: e.id,
+        record,
     })
 }
 

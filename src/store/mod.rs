@@ -35,7 +35,7 @@ mod sync;
 pub use dlq::{Letter, LetterMeta};
 pub use outbox::Pos;
 pub use parked::{ParkReason, Parked, ParkedMeta};
-pub use record::Record;
+pub use record::{encode_fields, Record};
 
 use crate::config::NodeConfig;
 use std::sync::atomic::{AtomicU64, Ordering};

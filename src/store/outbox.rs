@@ -330,16 +330,15 @@ impl Outbox {
         let created = self.roll_if_full(&mut writer)?;
         let mut ends = self.ends();
         let (segment, file) = writer.as_mut().expect("rolled above");
-        let mut buf = Vec::new();
+        // One buffer of the exact size for the whole write: batches can be
+        // megabytes, and each copy or regrowth is memory the allocator keeps.
+        let size = batches.iter().map(|b| HEADER as usize + body_len(b)).sum();
+        let mut buf = Vec::with_capacity(size);
         let mut out = Vec::with_capacity(batches.len());
         let mut offset = ends.tail.offset;
         for b in batches {
             ends.tail_cumulative += b.events as u64;
-            let body = body(ends.next_seq, ends.tail_cumulative, &b);
-            buf.extend_from_slice(&MAGIC.to_le_bytes());
-            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            buf.extend_from_slice(&body);
+            put_record(&mut buf, ends.next_seq, ends.tail_cumulative, &b);
             offset = ends.tail.offset + buf.len() as u64;
             out.push((
                 ends.next_seq,
@@ -523,8 +522,17 @@ impl Outbox {
     }
 }
 
-fn body(seq: u64, cumulative: u64, b: &NewBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BODY_FIXED + b.batch.len() + 4 + b.extras.len());
+fn body_len(b: &NewBatch) -> usize {
+    BODY_FIXED + b.batch.len() + 4 + b.extras.len()
+}
+
+/// Appends one record (header and body) to `out`, the body written in
+/// place and its checksum filled in after.
+fn put_record(out: &mut Vec<u8>, seq: u64, cumulative: u64, b: &NewBatch) {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&(body_len(b) as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&cumulative.to_le_bytes());
     out.extend_from_slice(&b.events.to_le_bytes());
@@ -532,20 +540,27 @@ fn body(seq: u64, cumulative: u64, b: &NewBatch) -> Vec<u8> {
     out.extend_from_slice(&b.batch);
     out.extend_from_slice(&(b.extras.len() as u32).to_le_bytes());
     out.extend_from_slice(&b.extras);
-    out
+    let body_at = start + HEADER as usize;
+    let crc = crc32fast::hash(&out[body_at..]);
+    out[body_at - 4..body_at].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn parse(body: Vec<u8>, start: Pos, end: u64) -> Option<Entry> {
-    let u64_at = |i: usize| Some(u64::from_le_bytes(body.get(i..i + 8)?.try_into().ok()?));
-    let u32_at = |i: usize| Some(u32::from_le_bytes(body.get(i..i + 4)?.try_into().ok()?));
-    let (seq, cumulative, events) = (u64_at(0)?, u64_at(8)?, u32_at(16)?);
-    let batch_len = u32_at(20)? as usize;
-    let batch = body.get(BODY_FIXED..BODY_FIXED + batch_len)?.to_vec();
+/// Splits a record's body into its fields; the batch keeps the body's
+/// buffer (moved down in place), so a read allocates it once.
+fn parse(mut body: Vec<u8>, start: Pos, end: u64) -> Option<Entry> {
+    let u64_at = |b: &[u8], i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
+    let u32_at = |b: &[u8], i: usize| Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?));
+    let (seq, cumulative) = (u64_at(&body, 0)?, u64_at(&body, 8)?);
+    let events = u32_at(&body, 16)?;
+    let batch_len = u32_at(&body, 20)? as usize;
     let extras_at = BODY_FIXED + batch_len;
-    let extras_len = u32_at(extras_at)? as usize;
+    let extras_len = u32_at(&body, extras_at)? as usize;
     let extras = body
         .get(extras_at + 4..extras_at + 4 + extras_len)?
         .to_vec();
+    body.truncate(extras_at);
+    body.drain(..BODY_FIXED);
+    let batch = body;
     Some(Entry {
         seq,
         cumulative,

@@ -22,22 +22,14 @@ const VERSION: u8 = 1;
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
-        let fields: [&[u8]; 6] = [
+        encode_fields([
             self.subject.as_bytes(),
             self.id.as_bytes(),
             self.type_.as_bytes(),
             self.source.as_bytes(),
             self.traceparent.as_bytes(),
             &self.payload,
-        ];
-        let len = 1 + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
-        let mut out = Vec::with_capacity(len);
-        out.push(VERSION);
-        for f in fields {
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(f);
-        }
-        out
+        ])
     }
 
     pub fn decode(mut b: &[u8]) -> Result<Self, String> {
@@ -70,11 +62,27 @@ impl Record {
     }
 }
 
+/// A record's encoding from its fields (subject, id, type, source,
+/// traceparent, payload), in one allocation of the exact size: the ingest
+/// path encodes without building a [`Record`] first.
+pub fn encode_fields(fields: [&[u8]; 6]) -> Vec<u8> {
+    let len = 1 + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.push(VERSION);
+    for f in fields {
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
 const BATCH_VERSION: u8 = 2;
 
-/// Encodes encoded records as one outbox value.
-pub fn encode_batch<'a>(records: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::new();
+/// Encodes encoded records as one outbox value (sized up front: a batch
+/// can be megabytes, and growing it would copy it several times).
+pub fn encode_batch<'a>(records: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let len = 5 + records.clone().map(|r| 4 + r.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
     out.push(BATCH_VERSION);
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
     for r in records {
