@@ -7,7 +7,8 @@
 //!    has a dedupe key), the ingest rate, peak RSS, and the data dir's
 //!    bytes per backlog byte;
 //! 3. restart: `kill -9`, then the time from exec to a ready `/readyz` and
-//!    the peak RSS of the new process while it starts;
+//!    the peak RSS of the new process while it starts; then the same after
+//!    a clean stop;
 //! 4. drain: upstream appears; the drain rate against a bare async-nats
 //!    publisher of the same events measured in the same run, peak RSS, and
 //!    the data dir's size once drained, without a restart;
@@ -84,20 +85,9 @@ async fn run() {
     println!("                      now: {now}");
 
     node.kill9();
-    let exec = Instant::now();
-    node.spawn();
-    let sampler = Sampler::start(node.pid());
-    while blocking_get(node.port, "/readyz").is_none_or(|(s, _)| s != 200) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let ready = exec.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    println!(
-        "restart (kill -9)     ready in {:>6.3} s  peak RSS {:>7.1} MiB",
-        ready.as_secs_f64(),
-        mib(sampler.stop().max(rss(node.pid()).0))
-    );
-    println!("                      now: {}", kinds(node.pid()));
+    restart(&mut node, "restart (kill -9)");
+    node.stop();
+    restart(&mut node, "restart (clean stop)");
 
     let sampler = Sampler::start(node.pid());
     upstream.restart();
@@ -168,6 +158,25 @@ async fn webhooks(port: u16, n: usize, connections: usize) {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// Starts the node again and prints the time from exec to a ready
+/// `/readyz` and the peak RSS while it starts.
+fn restart(node: &mut Binary, label: &str) {
+    let exec = Instant::now();
+    node.spawn();
+    let sampler = Sampler::start(node.pid());
+    while blocking_get(node.port, "/readyz").is_none_or(|(s, _)| s != 200) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ready = exec.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "{label:<22}ready in {:>6.3} s  peak RSS {:>7.1} MiB",
+        ready.as_secs_f64(),
+        mib(sampler.stop().max(rss(node.pid()).0))
+    );
+    println!("                      now: {}", kinds(node.pid()));
 }
 
 /// Posts `n` CloudEvents in batches from four connections.

@@ -155,17 +155,18 @@ impl Node {
         let admin = admin_listener.map(|(l, _)| {
             tokio::spawn(admin::serve(l, Arc::new(admin_state), stop_ingress.clone()))
         });
-        let server = Arc::new(ingress::http::Server {
-            ingest: ingest.clone(),
-            limits: ingress::http::Limits {
+        let server = Arc::new(ingress::http::Server::new(
+            ingest.clone(),
+            ingress::http::Limits {
                 max_body: cfg.ingress.max_body.0,
                 header_timeout: cfg.ingress.header_timeout.0,
                 body_timeout: cfg.ingress.body_timeout.0,
                 max_connections: cfg.ingress.max_connections,
+                body_memory: cfg.ingress.body_memory.0,
                 drain_timeout: cfg.node.shutdown_timeout.0,
             },
-            link: link.clone(),
-        });
+            link.clone(),
+        ));
         let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
         tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, admin = ?admin_addr,
             upstream = ?upstream::redacted_urls(&cfg.upstream.servers), subscriptions = cfg.subscriptions.len(),

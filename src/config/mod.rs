@@ -347,6 +347,11 @@ pub struct IngressConfig {
     pub body_timeout: HumanDuration,
     /// Concurrent connections; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Request bodies held in memory at once, across connections (each
+    /// counted at its declared length, or `max_body` when it declares
+    /// none). A request waits for room before its body is read, so ingest
+    /// memory stays bounded whatever the number of connections.
+    pub body_memory: ByteSize,
     /// The source whose verification and name apply to `POST /v1/events`
     /// when the request does not name one with `?source=`.
     pub events_source: String,
@@ -360,6 +365,7 @@ impl Default for IngressConfig {
             header_timeout: HumanDuration::secs(10),
             body_timeout: HumanDuration::secs(30),
             max_connections: 1024,
+            body_memory: ByteSize::mib(8),
             events_source: "events".into(),
         }
     }

@@ -115,6 +115,9 @@ impl Config {
         if self.ingress.max_body.0 == 0 {
             p.add("ingress.max_body", "must be larger than zero");
         }
+        if self.ingress.body_memory.0 == 0 {
+            p.add("ingress.body_memory", "must be larger than zero");
+        }
         if self.ingress.max_connections == 0 {
             p.add("ingress.max_connections", "must be at least 1");
         }

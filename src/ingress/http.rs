@@ -32,6 +32,7 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    pub body_memory: u64,
     pub drain_timeout: Duration,
 }
 
@@ -40,6 +41,27 @@ pub struct Server {
     pub ingest: Arc<Ingest>,
     pub limits: Limits,
     pub link: watch::Receiver<LinkState>,
+    /// Room for request bodies in memory, in bytes (`ingress.body_memory`).
+    bodies: Arc<Semaphore>,
+}
+
+impl Server {
+    pub fn new(ingest: Arc<Ingest>, limits: Limits, link: watch::Receiver<LinkState>) -> Self {
+        let room = limits.body_memory.min(u32::MAX as u64) as usize;
+        Self {
+            ingest,
+            limits,
+            link,
+            bodies: Arc::new(Semaphore::new(room)),
+        }
+    }
+}
+
+/// A request body, with its share of `ingress.body_memory` held until the
+/// request is answered (its events live as long).
+struct Body {
+    bytes: Bytes,
+    _room: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A request that failed before any event was formed.
@@ -190,7 +212,7 @@ impl Server {
         let source = self.ingest.source(name)?;
         require_json(req.headers(), false)?;
         let (parts, body) = req.into_parts();
-        let body = self.read_body(&parts.headers, body).await?;
+        let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
         let now = OffsetDateTime::now_utc();
         self.ingest
             .verify(source, &parts.headers, &body, now.unix_timestamp())?;
@@ -213,7 +235,7 @@ impl Server {
         let source = self.ingest.source(&name)?;
         let batch_type = require_json(req.headers(), true)?;
         let (parts, body) = req.into_parts();
-        let body = self.read_body(&parts.headers, body).await?;
+        let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
         let now = OffsetDateTime::now_utc();
         self.ingest
             .verify(source, &parts.headers, &body, now.unix_timestamp())?;
@@ -251,8 +273,9 @@ impl Server {
         }
     }
 
-    /// Reads the whole body within the size limit and the body timeout.
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
+    /// Waits for room in `ingress.body_memory`, then reads the whole body
+    /// within the size limit and the body timeout.
+    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Body, ApiError> {
         let max = self.limits.max_body;
         let declared = headers
             .get(CONTENT_LENGTH)
@@ -261,10 +284,23 @@ impl Server {
         if declared.is_some_and(|n| n > max) {
             return Err(ApiError::TooLarge(max));
         }
+        // A body larger than the whole budget waits for all of it.
+        let room = declared
+            .unwrap_or(max)
+            .clamp(1, self.limits.body_memory.min(u32::MAX as u64)) as u32;
+        let room = self
+            .bodies
+            .clone()
+            .acquire_many_owned(room)
+            .await
+            .expect("the semaphore is never closed");
         let limited = Limited::new(body, max as usize);
         match tokio::time::timeout(self.limits.body_timeout, limited.collect()).await {
             Err(_) => Err(ApiError::BodyTimeout),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Ok(collected)) => Ok(Body {
+                bytes: collected.to_bytes(),
+                _room: room,
+            }),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(ApiError::TooLarge(max))
             }

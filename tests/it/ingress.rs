@@ -254,3 +254,89 @@ async fn chunked_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> St
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A CloudEvents batch of `n` events from `from`, each padded to about 1 KiB.
+fn padded_batch(from: usize, n: usize) -> Vec<u8> {
+    let pad = "x".repeat(900);
+    let events: Vec<_> = (from..from + n)
+        .map(|i| {
+            json!({"specversion": "1.0", "id": format!("b-{i}"), "source": "/kiosk",
+                        "type": "kiosk.scan", "data": {"pad": pad}})
+        })
+        .collect();
+    serde_json::to_vec(&events).unwrap()
+}
+
+#[tokio::test]
+async fn bodies_wait_for_room_in_body_memory_and_none_is_refused() {
+    let dir = TempDir::new("ingress-body-memory");
+    let port = support::free_port(); // nothing listens there
+    let text = node_config(dir.path(), &[format!("nats://127.0.0.1:{port}")]).replace(
+        "max_body = \"64KiB\"",
+        "max_body = \"64KiB\"\nbody_memory = \"48KiB\"",
+    );
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    let batch_ct = vec![(
+        "content-type".to_string(),
+        "application/cloudevents-batch+json".to_string(),
+    )];
+
+    // A body that is only partly sent holds its declared length.
+    let (held, next) = (padded_batch(0, 40), padded_batch(100, 16));
+    assert!(held.len() < 48 << 10 && held.len() + next.len() > 48 << 10);
+    let mut slow = tokio::net::TcpStream::connect(node.ingress_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents-batch+json\r\nContent-Length: {}\r\n\r\n",
+        held.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&held[..1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The next cannot fit beside it: its body is not read (and so it is
+    // not answered) while the first one holds the room.
+    let c = Client::new(node.ingress_addr);
+    let waiting = tokio::spawn({
+        let (c, h) = (c.clone(), batch_ct.clone());
+        async move { c.post("/v1/events", &h, next).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a body was read beyond ingress.body_memory"
+    );
+
+    // Once the first is answered, the second gets its room.
+    slow.write_all(&held[1000..]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = slow.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let r = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting request was answered")
+        .unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+
+    // Many at once, more than fits: all accepted, in turn. A body with no
+    // declared length (chunked) counts as max_body, over the whole room,
+    // and waits for all of it rather than forever.
+    let posts: Vec<_> = (0..16)
+        .map(|k| {
+            let (c, h) = (c.clone(), batch_ct.clone());
+            tokio::spawn(async move {
+                c.post("/v1/events", &h, padded_batch(1000 + k * 20, 20))
+                    .await
+            })
+        })
+        .collect();
+    let chunked = chunked_post(node.ingress_addr, "/v1/events", &padded_batch(5000, 10)).await;
+    assert!(chunked.starts_with("HTTP/1.1 202"), "{chunked}");
+    for p in posts {
+        assert_eq!(p.await.unwrap().status, 202);
+    }
+    assert_eq!(node.backlog().0, 40 + 16 + 16 * 20 + 10);
+    node.shutdown().await;
+}
