@@ -37,6 +37,8 @@ pub struct Admin {
     /// Why upstream refuses every event, while it does.
     pub held: Arc<std::sync::Mutex<Option<String>>>,
     pub egress: Arc<Egress>,
+    /// For the rate limits' counters.
+    pub ingest: Arc<crate::ingress::Ingest>,
     /// Host names (besides IP addresses and `localhost`) a request may be
     /// addressed to: `[admin] hosts`.
     pub hosts: Vec<String>,
@@ -263,6 +265,9 @@ impl Admin {
             &self.egress.status(),
             self.store.dead_letter_count(),
             self.store.parked_count(),
+        ));
+        text.push_str(&crate::metrics::render_rate_limited(
+            &self.ingest.rate_limited(),
         ));
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod ingress;
 pub mod metrics;
 pub mod pipeline;
+pub mod signature;
 pub mod store;
 pub mod upstream;
 
@@ -149,6 +150,7 @@ impl Node {
             pause: pause.clone(),
             held,
             egress: egress.clone(),
+            ingest: ingest.clone(),
             hosts: cfg.admin.hosts.clone(),
         };
         let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);

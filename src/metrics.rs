@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
-pub const ERROR_CODES: [&str; 16] = [
+pub const ERROR_CODES: [&str; 17] = [
     "not_found",
     "method_not_allowed",
     "unknown_source",
@@ -21,6 +21,7 @@ pub const ERROR_CODES: [&str; 16] = [
     "invalid_event",
     "invalid_type",
     "unauthorized",
+    "rate_limited",
     "timestamp_out_of_tolerance",
     "buffer_full",
     "disk_full",
@@ -156,6 +157,22 @@ impl Metrics {
         let _ = writeln!(out, "# HELP jetedge_upstream_connected 1 while the upstream link is up.\n# TYPE jetedge_upstream_connected gauge\njetedge_upstream_connected {}", u8::from(upstream_connected));
         out
     }
+}
+
+/// Prometheus text for the requests each rate limit refused (`limit` is
+/// `ingress` for the listener's, `source` with the source's name else).
+pub fn render_rate_limited(limits: &[(Option<&str>, u64)]) -> String {
+    let mut out = String::from("# HELP jetedge_rate_limited Requests refused by a rate limit (429 rate_limited).\n# TYPE jetedge_rate_limited counter\n");
+    for (source, n) in limits {
+        let _ = match source {
+            None => writeln!(out, "jetedge_rate_limited_total{{limit=\"ingress\"}} {n}"),
+            Some(s) => writeln!(
+                out,
+                "jetedge_rate_limited_total{{limit=\"source\",source=\"{s}\"}} {n}"
+            ),
+        };
+    }
+    out
 }
 
 /// A counter family of subscriptions: name, help, and how to read it.

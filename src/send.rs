@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::Full;
 use jetedge::config::{Config, Scheme};
-use jetedge::ingress::verify::Verifier;
+use jetedge::signature::Verifier;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 

@@ -352,6 +352,8 @@ pub struct IngressConfig {
     /// none). A request waits for room before its body is read, so ingest
     /// memory stays bounded whatever the number of connections.
     pub body_memory: ByteSize,
+    /// Requests per second over every ingest route together; unlimited when absent.
+    pub rate_limit: Option<RateLimitConfig>,
     /// The source whose verification and name apply to `POST /v1/events`
     /// when the request does not name one with `?source=`.
     pub events_source: String,
@@ -366,6 +368,7 @@ impl Default for IngressConfig {
             body_timeout: HumanDuration::secs(30),
             max_connections: 1024,
             body_memory: ByteSize::mib(8),
+            rate_limit: None,
             events_source: "events".into(),
         }
     }
@@ -611,6 +614,47 @@ pub struct SourceConfig {
     /// "xshopdomain"). No other header is ever copied.
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Requests (HTTP) or messages (NATS) per second this source takes;
+    /// unlimited when absent.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+impl SourceConfig {
+    /// A source with every option at its default.
+    pub fn new(name: &str, verify: Scheme) -> Self {
+        Self {
+            name: name.into(),
+            verify,
+            secrets: Vec::new(),
+            tolerance: default_tolerance(),
+            header: None,
+            encoding: None,
+            prefix: None,
+            id: None,
+            type_: None,
+            time: None,
+            dedupe_ttl: None,
+            allow_unauthenticated: false,
+            headers: Vec::new(),
+            rate_limit: None,
+        }
+    }
+}
+
+/// A token bucket: `per_second` tokens come back each second, up to
+/// `burst` (default: one second's worth) at once. Over it, 429.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub per_second: f64,
+    pub burst: Option<u32>,
+}
+
+impl RateLimitConfig {
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.per_second.ceil().clamp(1.0, u32::MAX as f64) as u32)
+    }
 }
 
 fn default_tolerance() -> HumanDuration {

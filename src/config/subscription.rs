@@ -157,7 +157,7 @@ fn validate_subscription(s: &SubscriptionConfig, at: &str, p: &mut Problems) {
         match w.secret.resolve() {
             Err(e) => p.add(format!("{at}.to_webhook.secret"), e),
             Ok(secret) => {
-                if let Err(e) = crate::ingress::verify::decode_standard_secret(secret.expose()) {
+                if let Err(e) = crate::signature::decode_standard_secret(secret.expose()) {
                     p.add(format!("{at}.to_webhook.secret"), e);
                 }
             }

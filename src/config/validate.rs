@@ -115,6 +115,7 @@ impl Config {
         if self.ingress.max_body.0 == 0 {
             p.add("ingress.max_body", "must be larger than zero");
         }
+        check_rate_limit(p, "ingress.rate_limit", self.ingress.rate_limit.as_ref());
         if self.ingress.body_memory.0 == 0 {
             p.add("ingress.body_memory", "must be larger than zero");
         }
@@ -190,6 +191,7 @@ impl Config {
 }
 
 fn validate_source(s: &SourceConfig, at: &str, p: &mut Problems) {
+    check_rate_limit(p, &format!("{at}.rate_limit"), s.rate_limit.as_ref());
     for (i, h) in s.headers.iter().enumerate() {
         if hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err()
             || crate::pipeline::header_extension(h).is_empty()
@@ -276,6 +278,19 @@ pub fn is_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_rate_limit(p: &mut Problems, at: &str, limit: Option<&super::RateLimitConfig>) {
+    let Some(l) = limit else { return };
+    if !(l.per_second.is_finite() && l.per_second > 0.0) {
+        p.add(
+            format!("{at}.per_second"),
+            "must be a number of requests per second larger than zero",
+        );
+    }
+    if l.burst == Some(0) {
+        p.add(format!("{at}.burst"), "must be at least 1");
+    }
 }
 
 #[derive(Default)]

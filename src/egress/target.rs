@@ -209,7 +209,7 @@ impl Webhook {
                 .url
                 .parse()
                 .map_err(|e| format!("to_webhook.url: {e}"))?,
-            key: crate::ingress::verify::decode_standard_secret(secret.expose())?,
+            key: crate::signature::decode_standard_secret(secret.expose())?,
             timeout: cfg.timeout.0,
             client,
         })
@@ -217,7 +217,7 @@ impl Webhook {
 
     async fn post(&self, r: &Record) -> Result<(), Failure> {
         let ts = OffsetDateTime::now_utc().unix_timestamp().to_string();
-        let sig = crate::ingress::verify::standard_signature(&self.key, &r.id, &ts, &r.payload);
+        let sig = crate::signature::standard_signature(&self.key, &r.id, &ts, &r.payload);
         let req = Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/cloudevents+json")
             .header(USER_AGENT, concat!("jetedge/", env!("CARGO_PKG_VERSION")))

@@ -182,7 +182,13 @@ impl Server {
             // Counted; a storm of refusals is summarised once a minute
             // (`metrics::report_refusals`), never logged line by line.
             tracing::debug!(%path, status = status.as_u16(), code, reason = %e.message(), "request refused");
-            error_response(status, code, &e.message())
+            let mut resp = error_response(status, code, &e.message());
+            if let ApiError::Rejected(r) = &e {
+                if let Some(secs) = r.retry_after() {
+                    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+                }
+            }
+            resp
         })
     }
 
@@ -209,7 +215,7 @@ impl Server {
         name: &str,
         req: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
-        let source = self.ingest.source(name)?;
+        let source = self.ingest.admit(name, true)?;
         require_json(req.headers(), false)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
@@ -232,7 +238,7 @@ impl Server {
     async fn events(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
         let name = query_param(req.uri().query(), "source")
             .unwrap_or_else(|| self.ingest.events_source.clone());
-        let source = self.ingest.source(&name)?;
+        let source = self.ingest.admit(&name, true)?;
         let batch_type = require_json(req.headers(), true)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;

@@ -182,7 +182,7 @@ fn shape(
     if !allowed.contains(name) {
         return Err(Rejection::UnknownSource(name.to_string()));
     }
-    let source = ingest.source(name)?;
+    let source = ingest.admit(name, false)?;
     let headers = http_headers(msg.headers.as_ref());
     let body: Value = serde_json::from_slice(&msg.payload)
         .map_err(|e| Rejection::Invalid(Invalid::Json(e.to_string())))?;

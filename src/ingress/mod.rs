@@ -5,19 +5,19 @@
 
 pub mod answer;
 pub mod http;
+pub mod limit;
 pub mod local;
-pub mod verify;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::redact::COUNTED;
 use crate::pipeline::{Decision, Invalid, Normalised, Rules, SourceShape};
+use crate::signature::{Verifier, VerifyError};
 use crate::store::{encode_fields, idem_key, NewEvent, Outcome, Store, StoreError};
 use hyper::HeaderMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use verify::{Verifier, VerifyError};
 
 /// A configured source: how to check it and how to read it.
 pub struct Source {
@@ -25,6 +25,8 @@ pub struct Source {
     pub verifier: Verifier,
     /// How long its dedupe keys are remembered.
     pub dedupe_ttl: std::time::Duration,
+    /// `rate_limit`, when it has one.
+    pub limit: Option<limit::RateLimit>,
 }
 
 /// What became of one event.
@@ -62,6 +64,12 @@ pub enum Rejection {
     DiskFull,
     #[error("the node cannot take events now: {0}")]
     Unavailable(String),
+    #[error("over the rate limit of {scope}; retry in {retry_after}s")]
+    RateLimited {
+        /// `source "shop"` or `the ingress listener`.
+        scope: String,
+        retry_after: u64,
+    },
 }
 
 impl Rejection {
@@ -75,6 +83,15 @@ impl Rejection {
             Self::QuotaFull => "buffer_full",
             Self::DiskFull => "disk_full",
             Self::Unavailable(_) => "unavailable",
+            Self::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    /// Seconds a sender is asked to wait, where the refusal says.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -100,6 +117,8 @@ pub struct Ingest {
     pub max_event: Arc<AtomicU64>,
     /// `local_first` subscriptions and their subject filters.
     local_first: Vec<(String, Vec<String>)>,
+    /// `[ingress] rate_limit`, over every HTTP ingest request.
+    http_limit: Option<limit::RateLimit>,
 }
 
 impl Ingest {
@@ -123,6 +142,7 @@ impl Ingest {
                     shape,
                     verifier,
                     dedupe_ttl,
+                    limit: s.rate_limit.as_ref().map(limit::RateLimit::new),
                 },
             );
         }
@@ -145,6 +165,7 @@ impl Ingest {
                 .filter(|s| s.local_first)
                 .map(|s| (s.name.clone(), s.subjects.clone()))
                 .collect(),
+            http_limit: cfg.ingress.rate_limit.as_ref().map(limit::RateLimit::new),
         })
     }
 
@@ -156,6 +177,35 @@ impl Ingest {
         self.sources
             .get(name)
             .ok_or_else(|| Rejection::UnknownSource(name.to_string()))
+    }
+
+    /// Takes a token from the listener's limit (for an HTTP request) and
+    /// from the source's, before anything else is done with the request.
+    pub fn admit(&self, source: &str, http: bool) -> Result<&Source, Rejection> {
+        let refused = |scope: String, wait| Rejection::RateLimited {
+            scope,
+            retry_after: limit::retry_after_secs(wait),
+        };
+        if let Some(l) = self.http_limit.as_ref().filter(|_| http) {
+            l.take()
+                .map_err(|w| refused("the ingress listener".into(), w))?;
+        }
+        let s = self.source(source)?;
+        if let Some(l) = &s.limit {
+            l.take()
+                .map_err(|w| refused(format!("source {source:?}"), w))?;
+        }
+        Ok(s)
+    }
+
+    /// Requests refused by each rate limit: `None` for the listener's.
+    pub fn rate_limited(&self) -> Vec<(Option<&str>, u64)> {
+        let listener = self.http_limit.as_ref().map(|l| (None, l.limited()));
+        let sources = self
+            .sources
+            .iter()
+            .filter_map(|(name, s)| Some((Some(name.as_str()), s.limit.as_ref()?.limited())));
+        listener.into_iter().chain(sources).collect()
     }
 
     pub fn store(&self) -> &Store {

@@ -1,24 +1,10 @@
 use super::*;
-use crate::config::{HumanDuration, SourceConfig};
-use crate::ingress::verify::headers;
+use crate::config::SourceConfig;
+use crate::signature::headers;
 use serde_json::json;
 
 fn source(verify: Scheme) -> SourceConfig {
-    SourceConfig {
-        name: "shop".into(),
-        verify,
-        secrets: vec![],
-        tolerance: HumanDuration::secs(300),
-        header: None,
-        encoding: None,
-        prefix: None,
-        id: None,
-        type_: None,
-        time: None,
-        headers: vec![],
-        dedupe_ttl: None,
-        allow_unauthenticated: false,
-    }
+    SourceConfig::new("shop", verify)
 }
 
 fn now() -> OffsetDateTime {

@@ -159,3 +159,29 @@ dedupe_ttl = "24h"
     let (_, out) = check(&file);
     assert!(!out.contains("warning"), "{out}");
 }
+
+#[test]
+fn bad_rate_limits_exit_2_with_their_key_paths() {
+    let dir = TempDir::new("cli-check-rate");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[ingress]
+rate_limit = { per_second = 0 }
+[[source]]
+name = "shop"
+verify = "none"
+rate_limit = { per_second = 5, burst = 0 }
+"#,
+    )
+    .unwrap();
+    let (code, text) = check(&file);
+    assert_eq!(code, 2, "{text}");
+    for want in [
+        "ingress.rate_limit.per_second: must be a number of requests per second larger than zero",
+        "source[0].rate_limit.burst: must be at least 1",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}

@@ -340,3 +340,64 @@ async fn bodies_wait_for_room_in_body_memory_and_none_is_refused() {
     assert_eq!(node.backlog().0, 40 + 16 + 16 * 20 + 10);
     node.shutdown().await;
 }
+
+/// `name = "{source}"` of the test config, with `line` added to that source.
+fn with_source_line(text: &str, source: &str, line: &str) -> String {
+    let at = format!("name = \"{source}\"\n");
+    assert!(text.contains(&at), "no source {source}");
+    text.replacen(&at, &format!("{at}{line}\n"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after_per_source_and_for_the_listener() {
+    let dir = TempDir::new("ingress-rate");
+    let port = support::free_port(); // nothing listens there
+    let text = node_config(dir.path(), &[format!("nats://127.0.0.1:{port}")]);
+    // One token per 100 s: none comes back while the test runs.
+    let text = with_source_line(&text, "s0", "rate_limit = { per_second = 0.01, burst = 3 }");
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    let c = Client::new(node.ingress_addr);
+    for n in 0..3 {
+        assert_eq!(
+            post_order(&c, "s0", n).await.status,
+            202,
+            "within the burst"
+        );
+    }
+    let r = post_order(&c, "s0", 3).await;
+    assert_error(&r, 429, "rate_limited");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=100).contains(&wait), "Retry-After {wait}");
+    // Other sources are not held back by s0's limit.
+    for n in 0..10 {
+        assert_eq!(post_order(&c, "s1", n).await.status, 202);
+    }
+    assert_eq!(node.backlog().0, 13);
+    let admin = node.admin_addr.unwrap().port();
+    let (_, metrics) = support::http::blocking_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("jetedge_rate_limited_total{limit=\"source\",source=\"s0\"} 1")
+            && metrics.contains("jetedge_ingress_rejected_total{code=\"rate_limited\"} 1"),
+        "{metrics}"
+    );
+    node.shutdown().await;
+
+    // The listener's limit covers every source together.
+    let text = node_config(dir.path(), &[format!("nats://127.0.0.1:{port}")]).replace(
+        "max_body = \"64KiB\"",
+        "max_body = \"64KiB\"\nrate_limit = { per_second = 0.01, burst = 4 }",
+    );
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    let c = Client::new(node.ingress_addr);
+    for (n, source) in ["s2", "s3", "s4", "s5"].iter().enumerate() {
+        assert_eq!(post_order(&c, source, 100 + n).await.status, 202);
+    }
+    let r = post_order(&c, "s6", 200).await;
+    assert_error(&r, 429, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ingress listener"));
+    node.shutdown().await;
+}

@@ -64,8 +64,8 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{HumanDuration, Scheme, Secret, SourceConfig};
-    use crate::ingress::verify::{headers, Verifier};
+    use crate::config::{Scheme, Secret, SourceConfig};
+    use crate::signature::{headers, Verifier};
 
     /// Every scheme's signature verifies with the same source's verifier.
     #[test]
@@ -80,19 +80,9 @@ mod tests {
             Scheme::Bearer,
         ] {
             let cfg = SourceConfig {
-                name: "s".into(),
-                verify: scheme,
-                secrets: vec![],
-                tolerance: HumanDuration::secs(300),
                 header: Some("x-sig".into()),
-                encoding: None,
                 prefix: Some("sha256=".into()),
-                id: None,
-                type_: None,
-                time: None,
-                headers: vec![],
-                dedupe_ttl: None,
-                allow_unauthenticated: false,
+                ..SourceConfig::new("s", scheme)
             };
             let v = Verifier::new(
                 &cfg,

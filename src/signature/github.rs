@@ -16,7 +16,7 @@ pub fn verify(keys: &[Vec<u8>], headers: &HeaderMap, body: &[u8]) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::verify::headers;
+    use crate::signature::headers;
 
     /// The example from GitHub's "Validating webhook deliveries" documentation.
     #[test]

@@ -1,6 +1,8 @@
-//! Request authentication, one file per signature scheme. Each scheme is a
-//! pure function of (headers, raw body, now): no I/O, no HTTP server types
-//! beyond the header map, so each is unit-tested with published vectors.
+//! Webhook signatures, one file per scheme: verification for ingress,
+//! signing for egress's webhook targets and for `jetedge send`. Each scheme
+//! is a pure function of (headers, raw body, now): no I/O, no HTTP server
+//! types beyond the header map, so each is unit-tested with published
+//! vectors.
 //!
 //! Invariants: signatures are compared in constant time; the signature is
 //! checked before the timestamp, so an unauthenticated caller learns nothing

@@ -55,7 +55,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::verify::headers;
+    use crate::signature::headers;
 
     const TOL: Duration = Duration::from_secs(300);
 

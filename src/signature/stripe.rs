@@ -35,7 +35,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::verify::headers;
+    use crate::signature::headers;
 
     const BODY: &[u8] = br#"{"id":"evt_1","type":"payment_intent.succeeded"}"#;
     /// Computed with Python's hmac module, independently of this code.

@@ -25,7 +25,7 @@ pub fn verify(keys: &[Vec<u8>], headers: &HeaderMap) -> Result<(), VerifyError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::verify::headers;
+    use crate::signature::headers;
 
     #[test]
     fn any_active_token_is_accepted() {

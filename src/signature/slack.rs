@@ -25,7 +25,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::verify::headers;
+    use crate::signature::headers;
 
     /// The example from Slack's "Verifying requests from Slack" documentation.
     #[test]

@@ -15,7 +15,7 @@ pub fn verify(keys: &[Vec<u8>], headers: &HeaderMap, body: &[u8]) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::verify::headers;
+    use crate::signature::headers;
 
     /// Computed with Python's hmac module, independently of this code.
     #[test]

@@ -27,7 +27,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingress::verify::headers;
+    use crate::signature::headers;
 
     /// Computed with Python's hmac module, independently of this code.
     #[test]
