@@ -1,7 +1,11 @@
 //! The admin listener: metrics, status and the dead-letter queue, for
 //! operators and for the `jetedge status` / `jetedge dlq` commands. It is
-//! separate from ingress so it can stay on loopback (or behind a bearer
-//! token) while ingress faces senders.
+//! separate from ingress so it can stay on loopback while ingress faces
+//! senders. Every route but the read-only page and `/metrics` (open to
+//! loopback peers) needs the bearer token: `[admin] token`, or when none
+//! is configured, one the node makes at first start in `{data_dir}/admin.token`
+//! (mode 0600), which the CLI reads: other processes on the box, such as a
+//! kiosk's microapps, cannot replay, purge or pause.
 
 use crate::egress::{Egress, ReplayError, Replayed};
 use crate::ingress::http::{error_response, json_response, query_param};
@@ -28,7 +32,8 @@ const MAX_PAGE: usize = 1000;
 /// What the admin API reads and controls.
 pub struct Admin {
     pub node: String,
-    pub token: Option<String>,
+    /// The bearer token every route but the open reads needs ([`token`]).
+    pub token: String,
     pub metrics: Arc<Metrics>,
     pub store: Store,
     pub upstream: watch::Receiver<LinkState>,
@@ -46,6 +51,60 @@ pub struct Admin {
 
 type Resp = Response<Full<Bytes>>;
 
+/// The file, beside the store, holding the token the node made.
+pub fn token_file(cfg: &crate::config::Config) -> std::path::PathBuf {
+    cfg.node.data_dir.join("admin.token")
+}
+
+/// The admin token: `[admin] token` when configured; else the token file's,
+/// made at first start (`create`) with 32 random bytes, readable by the
+/// node's user only.
+pub fn token(cfg: &crate::config::Config, create: bool) -> Result<String, String> {
+    if let Some(t) = &cfg.admin.token {
+        return Ok(t.resolve()?.expose().to_string());
+    }
+    let path = token_file(cfg);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+        Err(e) => {
+            let path = path.display();
+            return Err(format!(
+                "cannot read the admin token {path}: {e} (run as the node's user, or set [admin] token)"
+            ));
+        }
+    }
+    if !create {
+        return Err(format!("the admin token file {} is empty", path.display()));
+    }
+    make_token_file(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn make_token_file(path: &std::path::Path) -> std::io::Result<String> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Written beside and renamed, so a crash never leaves half a token.
+    let tmp = path.with_extension("token.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(token)
+}
+
 /// Serves until `shutdown`.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -53,9 +112,9 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "admin accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -67,7 +126,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
         let admin = admin.clone();
         let svc = hyper::service::service_fn(move |req| {
             let admin = admin.clone();
-            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {
@@ -119,18 +178,22 @@ impl Fail {
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Resp {
+    async fn handle(&self, req: Request<Incoming>, peer: std::net::SocketAddr) -> Resp {
         if let Err(refusal) = self.same_site(&req) {
             return error_response(StatusCode::FORBIDDEN, refusal.0, &refusal.1);
         }
-        if !self.authorized(&req) {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        // Reads that show no event and change nothing stay open on loopback.
+        let open = peer.ip().is_loopback()
+            && req.method() == Method::GET
+            && matches!(path.as_str(), "" | "/metrics");
+        if !open && !self.authorized(&req) {
             return error_response(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "missing or wrong bearer token (admin.token)",
+                "missing or wrong bearer token ([admin] token, or the admin.token file in the node's data dir)",
             );
         }
-        let path = req.uri().path().trim_end_matches('/').to_string();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         match (req.method(), segments.as_slice()) {
             (&Method::GET, [] | [""]) => self.page(),
@@ -223,16 +286,13 @@ impl Admin {
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
         let given = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        crate::config::token_eq(given.as_bytes(), token.as_bytes())
+        crate::config::token_eq(given.as_bytes(), self.token.as_bytes())
     }
 
     pub fn status(&self) -> Value {

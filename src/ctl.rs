@@ -342,13 +342,8 @@ async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> any
     };
     let url = format!("{base}{path}");
     let mut req = Request::builder().method(method).uri(&url);
-    if let Some(t) = &cfg.admin.token {
-        let token = t
-            .resolve()
-            .map_err(anyhow::Error::msg)
-            .context("admin.token")?;
-        req = req.header("authorization", format!("Bearer {}", token.expose()));
-    }
+    let token = jetedge::admin::token(cfg, false).map_err(anyhow::Error::msg)?;
+    req = req.header("authorization", format!("Bearer {token}"));
     let (status, body) = request(req.body(Full::new(Bytes::new()))?)
         .await
         .with_context(|| format!("cannot reach the node's admin API at {base} (is it running?)"))?;

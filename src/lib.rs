@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod signature;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 use config::Config;
@@ -49,6 +50,8 @@ pub struct NodeHandle {
     pub ingress_addr: SocketAddr,
     /// The admin listener's address, when `[admin] listen` is set.
     pub admin_addr: Option<SocketAddr>,
+    /// The admin API's bearer token (configured, or made at first start).
+    pub admin_token: String,
     pub metrics: Arc<metrics::Metrics>,
     pub egress: Arc<egress::Egress>,
     store: store::Store,
@@ -137,12 +140,13 @@ impl Node {
         let egress = egress::Egress::start(&cfg, store.clone(), upstream_side, site.clone())
             .map(Arc::new)
             .map_err(StartError::Setup)?;
+        let admin_token = match admin_listener {
+            Some(_) => admin::token(&cfg, true).map_err(StartError::Setup)?,
+            None => String::new(),
+        };
         let admin_state = admin::Admin {
             node: cfg.node.id.clone(),
-            token: match &cfg.admin.token {
-                Some(t) => Some(t.resolve().map_err(StartError::Setup)?.expose().to_string()),
-                None => None,
-            },
+            token: admin_token.clone(),
             metrics: metrics.clone(),
             store: store.clone(),
             upstream: link.clone(),
@@ -157,6 +161,16 @@ impl Node {
         let admin = admin_listener.map(|(l, _)| {
             tokio::spawn(admin::serve(l, Arc::new(admin_state), stop_ingress.clone()))
         });
+        let tls = match &cfg.ingress.tls {
+            Some(t) => {
+                let r = tls::Reloading::new(t)
+                    .map_err(|e| StartError::Setup(format!("ingress.tls: {e}")))?;
+                let r = Arc::new(r);
+                tokio::spawn(r.clone().watch(stop_ingress.clone()));
+                Some(r)
+            }
+            None => None,
+        };
         let server = Arc::new(ingress::http::Server::new(
             ingest.clone(),
             ingress::http::Limits {
@@ -168,6 +182,7 @@ impl Node {
                 drain_timeout: cfg.node.shutdown_timeout.0,
             },
             link.clone(),
+            tls,
         ));
         let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
         tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, admin = ?admin_addr,
@@ -176,6 +191,7 @@ impl Node {
         Ok(NodeHandle {
             ingress_addr,
             admin_addr,
+            admin_token,
             metrics,
             egress,
             store,

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
-pub const ERROR_CODES: [&str; 17] = [
+pub const ERROR_CODES: [&str; 18] = [
     "not_found",
     "method_not_allowed",
     "unknown_source",
@@ -26,6 +26,7 @@ pub const ERROR_CODES: [&str; 17] = [
     "buffer_full",
     "disk_full",
     "unavailable",
+    "tls_handshake_failed",
 ];
 
 #[derive(Default)]

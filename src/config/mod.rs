@@ -354,6 +354,8 @@ pub struct IngressConfig {
     pub body_memory: ByteSize,
     /// Requests per second over every ingest route together; unlimited when absent.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Serve HTTPS (and require client certificates with `client_ca`).
+    pub tls: Option<TlsConfig>,
     /// The source whose verification and name apply to `POST /v1/events`
     /// when the request does not name one with `?source=`.
     pub events_source: String,
@@ -369,6 +371,7 @@ impl Default for IngressConfig {
             max_connections: 1024,
             body_memory: ByteSize::mib(8),
             rate_limit: None,
+            tls: None,
             events_source: "events".into(),
         }
     }
@@ -639,6 +642,16 @@ impl SourceConfig {
             rate_limit: None,
         }
     }
+}
+
+/// A listener's TLS: PEM files of the certificate chain and its key (RSA
+/// or ECDSA), and of the CAs a client certificate must chain to (mTLS).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A token bucket: `per_second` tokens come back each second, up to

@@ -43,16 +43,24 @@ pub struct Server {
     pub link: watch::Receiver<LinkState>,
     /// Room for request bodies in memory, in bytes (`ingress.body_memory`).
     bodies: Arc<Semaphore>,
+    /// `[ingress] tls`, when the listener speaks TLS.
+    tls: Option<Arc<crate::tls::Reloading>>,
 }
 
 impl Server {
-    pub fn new(ingest: Arc<Ingest>, limits: Limits, link: watch::Receiver<LinkState>) -> Self {
+    pub fn new(
+        ingest: Arc<Ingest>,
+        limits: Limits,
+        link: watch::Receiver<LinkState>,
+        tls: Option<Arc<crate::tls::Reloading>>,
+    ) -> Self {
         let room = limits.body_memory.min(u32::MAX as u64) as usize;
         Self {
             ingest,
             limits,
             link,
             bodies: Arc::new(Semaphore::new(room)),
+            tls,
         }
     }
 }
@@ -142,9 +150,26 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
             let srv = srv.clone();
             async move { Ok::<_, Infallible>(srv.handle(req).await) }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        let (http, watcher) = (http.clone(), graceful.watcher());
+        let tls = server.tls.as_ref().map(|t| t.current());
+        let srv = server.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(config) => {
+                    let Some(stream) = srv.handshake(config, stream, peer).await else {
+                        return;
+                    };
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -160,6 +185,27 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
 }
 
 impl Server {
+    /// The TLS handshake of a new connection, within the header timeout. A
+    /// failure (a plain-HTTP request, a client certificate that does not
+    /// chain to `client_ca`) is counted and summarised once a minute with
+    /// the other refusals, never logged line by line.
+    async fn handshake(
+        &self,
+        config: Arc<rustls::ServerConfig>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let error = match tokio::time::timeout(self.limits.header_timeout, accept).await {
+            Ok(Ok(s)) => return Some(s),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        self.ingest.metrics.reject("tls_handshake_failed");
+        tracing::debug!(%peer, %error, "TLS handshake failed");
+        None
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let result = match (req.method(), path.as_str()) {

@@ -146,16 +146,80 @@ async fn pages_elsewhere_can_neither_write_nor_rebind_their_way_in() {
     );
     // The operator's own tools and pages still work.
     let own = format!("http://{host}");
+    let bearer = format!("Bearer {}", node.admin_token);
     let (status, body) = support::http::call(
         addr,
         "POST",
         "/admin/forwarder/pause",
-        &[("origin", &own), ("host", &host)],
+        &[
+            ("origin", &own),
+            ("host", &host),
+            ("authorization", &bearer),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) =
-        support::http::call(addr, "GET", "/admin/status", &[("host", "localhost:9090")]).await;
+    let (status, _) = support::http::call(
+        addr,
+        "GET",
+        "/admin/status",
+        &[("host", "localhost:9090"), ("authorization", &bearer)],
+    )
+    .await;
     assert_eq!(status, 200);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_token_configured_the_node_makes_one_only_its_user_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("admin-token-file");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let text = node_config(dir.path(), &[offline]);
+    let node = jetedge::Node::start(parse_config(&text)).await.unwrap();
+    let addr = node.admin_addr.unwrap();
+    let file = dir.path().join("admin.token");
+    let on_disk = std::fs::read_to_string(&file).expect("the node wrote its token");
+    assert_eq!(on_disk, node.admin_token);
+    assert_eq!(on_disk.len(), 64, "32 random bytes, hex");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+
+    // Another process on the box cannot act on the node without it...
+    for (method, path) in [
+        ("GET", "/admin/status"),
+        ("GET", "/admin/dlq"),
+        ("DELETE", "/admin/dlq"),
+        ("POST", "/admin/dlq/replay"),
+        ("POST", "/admin/forwarder/pause"),
+    ] {
+        let (status, body) = call(addr, method, path, None).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (401, "unauthorized"),
+            "{method} {path}"
+        );
+    }
+    // ...while what shows no event stays open on loopback.
+    assert_eq!(call(addr, "GET", "/metrics", None).await.0, 200);
+    assert_eq!(call(addr, "GET", "/", None).await.0, 200);
+    let (status, _) = call(addr, "GET", "/admin/status", Some(&node.admin_token)).await;
+    assert_eq!(status, 200);
+
+    // The CLI finds the token beside the store.
+    let conf = dir.path().join("node.toml");
+    std::fs::write(&conf, &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["status", "-c"])
+        .arg(&conf)
+        .args(["--admin", &format!("http://{addr}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    node.shutdown().await;
+
+    // A restart keeps the token.
+    let node = jetedge::Node::start(parse_config(&text)).await.unwrap();
+    assert_eq!(node.admin_token, on_disk);
     node.shutdown().await;
 }

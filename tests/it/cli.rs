@@ -161,7 +161,7 @@ dedupe_ttl = "24h"
 }
 
 #[test]
-fn bad_rate_limits_exit_2_with_their_key_paths() {
+fn bad_rate_limits_and_tls_files_exit_2_with_their_key_paths() {
     let dir = TempDir::new("cli-check-rate");
     let file = dir.path().join("bad.toml");
     std::fs::write(
@@ -169,6 +169,7 @@ fn bad_rate_limits_exit_2_with_their_key_paths() {
         r#"
 [ingress]
 rate_limit = { per_second = 0 }
+tls = { cert = "/nonexistent/cert.pem", key = "/nonexistent/key.pem" }
 [[source]]
 name = "shop"
 verify = "none"
@@ -181,6 +182,7 @@ rate_limit = { per_second = 5, burst = 0 }
     for want in [
         "ingress.rate_limit.per_second: must be a number of requests per second larger than zero",
         "source[0].rate_limit.burst: must be at least 1",
+        "ingress.tls: cert /nonexistent/cert.pem:",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }

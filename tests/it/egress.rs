@@ -137,10 +137,7 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 fn admin_get(node: &Binary, path: &str) -> Value {
-    let (status, body) =
-        support::http::blocking_get(node.admin_port, path).expect("admin API answers");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    node.admin_json(path)
 }
 
 fn cli(node: &Binary, args: &[&str]) -> (bool, String) {

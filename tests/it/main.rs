@@ -19,3 +19,4 @@ mod local_ingest;
 mod poison;
 mod redaction;
 mod slow_link;
+mod tls;

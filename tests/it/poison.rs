@@ -119,13 +119,15 @@ async fn refused_events_are_parked_and_the_rest_is_forwarded_in_order() {
     assert!(support::eventually(Duration::from_secs(10), async || node.backlog().0 == 0).await);
 
     // The operator sees the parked event, with why.
-    let (status, list) = call(admin, "GET", "/admin/parked", &[]).await;
+    let bearer = format!("Bearer {}", node.admin_token);
+    let auth = [("authorization", bearer.as_str())];
+    let (status, list) = call(admin, "GET", "/admin/parked", &auth).await;
     assert_eq!(status, 200, "{list}");
     let entries = list["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{list}");
     assert_eq!(entries[0]["reason"], "no_stream");
     assert_eq!(entries[0]["subject"], "audit.events.audit.login");
-    let (_, status_doc) = call(admin, "GET", "/admin/status", &[]).await;
+    let (_, status_doc) = call(admin, "GET", "/admin/status", &auth).await;
     assert_eq!(status_doc["parked"], 1);
     let (_, metrics) =
         tokio::task::block_in_place(|| support::http::blocking_get(admin.port(), "/metrics"))
@@ -156,7 +158,7 @@ async fn refused_events_are_parked_and_the_rest_is_forwarded_in_order() {
         .await
         .unwrap();
     let id = entries[0]["id"].as_u64().unwrap();
-    let (status, replay) = call(admin, "POST", &format!("/admin/parked/{id}/replay"), &[]).await;
+    let (status, replay) = call(admin, "POST", &format!("/admin/parked/{id}/replay"), &auth).await;
     assert_eq!(
         (status, replay["status"].as_str()),
         (200, Some("requeued")),
@@ -165,7 +167,7 @@ async fn refused_events_are_parked_and_the_rest_is_forwarded_in_order() {
     let msgs = read_stream(&js, "EDGE", 4, Duration::from_secs(20)).await;
     assert_eq!(msgs.len(), 4);
     assert_eq!(msgs[3].subject, "audit.events.audit.login");
-    let (_, list) = call(admin, "GET", "/admin/parked", &[]).await;
+    let (_, list) = call(admin, "GET", "/admin/parked", &auth).await;
     assert!(list["entries"].as_array().unwrap().is_empty(), "{list}");
     node.shutdown().await;
 }
@@ -197,8 +199,10 @@ async fn an_event_over_the_streams_size_limit_is_parked_and_the_limit_holds_offl
         .collect();
     assert_eq!(keys, [json!("b1"), json!("b3")]);
     let admin = node.admin_addr.unwrap();
+    let bearer = format!("Bearer {}", node.admin_token);
+    let auth = [("authorization", bearer.as_str())];
     let ok = support::eventually(Duration::from_secs(10), async || {
-        let (_, list) = call(admin, "GET", "/admin/parked", &[]).await;
+        let (_, list) = call(admin, "GET", "/admin/parked", &auth).await;
         list["entries"]
             .as_array()
             .is_some_and(|e| e.len() == 1 && e[0]["reason"] == "too_large")

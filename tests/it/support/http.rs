@@ -94,12 +94,18 @@ pub async fn post_order(client: &Client, source: &str, n: usize) -> Reply {
 
 /// A GET over a plain socket, for health checks from sync code.
 pub fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
+    blocking_get_auth(port, path, None)
+}
+
+/// As [`blocking_get`], with a bearer token (the admin API's).
+pub fn blocking_get_auth(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
         .ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();

@@ -9,6 +9,7 @@ pub mod http;
 pub mod nats;
 pub mod node;
 pub mod proxy;
+pub mod tls;
 pub mod tmpfs;
 pub mod webhook;
 

@@ -1,7 +1,7 @@
 //! The real jetedge binary, run as an operator would: a config file, a log
 //! file, readiness polled on `/readyz`, and `kill -9` for crash tests.
 
-use super::http::blocking_get;
+use super::http::{blocking_get, blocking_get_auth};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,9 +124,17 @@ impl Binary {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// A JSON document from the admin listener (loopback, no token).
+    /// The admin API's token, as the CLI finds it (config or token file).
+    pub fn admin_token(&self) -> String {
+        let cfg = jetedge::config::Config::load(&self.config).expect("config loads");
+        jetedge::admin::token(&cfg, false).expect("admin token")
+    }
+
+    /// A JSON document from the admin listener (loopback, with its token).
     pub fn admin_json(&self, path: &str) -> serde_json::Value {
-        let (status, body) = blocking_get(self.admin_port, path).expect("admin listener");
+        let token = self.admin_token();
+        let (status, body) =
+            blocking_get_auth(self.admin_port, path, Some(&token)).expect("admin listener");
         assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).unwrap()
     }

@@ -1,0 +1,155 @@
+//! TLS for the node's HTTP listeners (rustls with ring; no OpenSSL): a
+//! server config from PEM files (`tls = { cert, key, client_ca }`), TLS 1.2
+//! and 1.3 only, ALPN `http/1.1`, and a client certificate required and
+//! checked against `client_ca` when it is set (mTLS). The files are watched:
+//! when they change (a renewal by certbot or cert-manager) or on SIGHUP, new
+//! connections get the new certificate; connections in flight keep theirs.
+
+use crate::config::TlsConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// How often the certificate files are looked at for a change.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Why a TLS config could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client_ca: {0}")]
+    ClientCa(String),
+}
+
+fn file_error(what: &'static str, path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        what,
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Builds a server config from the files as they are now.
+pub fn server_config(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    let certs = certificates("cert", &cfg.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| file_error("key", &cfg.key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match &cfg.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for c in certificates("client_ca", path)? {
+                roots.add(c)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The certificates of a PEM file, at least one.
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| file_error(what, path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(what, path, "no certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// A listener's TLS config, swapped whole when its files change.
+pub struct Reloading {
+    files: TlsConfig,
+    current: RwLock<Arc<ServerConfig>>,
+    /// What the files looked like when `current` was built.
+    seen: RwLock<Vec<Option<(SystemTime, u64)>>>,
+}
+
+impl Reloading {
+    pub fn new(files: &TlsConfig) -> Result<Self, TlsError> {
+        Ok(Self {
+            current: RwLock::new(Arc::new(server_config(files)?)),
+            seen: RwLock::new(stamps(files)),
+            files: files.clone(),
+        })
+    }
+
+    /// The config for a new connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.read().expect("tls config").clone()
+    }
+
+    /// Rebuilds the config when the files changed (or `force`); a config
+    /// that does not build is logged and the old one kept.
+    pub fn reload(&self, force: bool) {
+        let now = stamps(&self.files);
+        if !force && *self.seen.read().expect("tls stamps") == now {
+            return;
+        }
+        *self.seen.write().expect("tls stamps") = now;
+        match server_config(&self.files) {
+            Ok(c) => {
+                *self.current.write().expect("tls config") = Arc::new(c);
+                tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded; new connections use it");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous certificate")
+            }
+        }
+    }
+
+    /// Looks at the files every few seconds, and reloads on SIGHUP, until `stop`.
+    pub async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).ok();
+        loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_EVERY) => self.reload(false),
+                _ = hangup => self.reload(true),
+            }
+        }
+    }
+}
+
+/// Modification time and length of each file (`None` if unreadable).
+fn stamps(files: &TlsConfig) -> Vec<Option<(SystemTime, u64)>> {
+    [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    })
+    .collect()
+}

@@ -1,0 +1,178 @@
+//! Ingress over TLS with rustls: a client that checks the certificate, a
+//! plain-HTTP request refused and counted, mTLS accepted and refused, and a
+//! certificate renewed while a client keeps posting.
+
+use crate::support;
+
+use jetedge::Node;
+use std::path::Path;
+use std::time::Duration;
+use support::tls::{client_config, post, Ca, Issued};
+use support::{node_config, now, order_body, parse_config, sign, TempDir};
+
+/// A node on a TLS listener with `cert` and `key`, and `client_ca` if given.
+async fn tls_node(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> jetedge::NodeHandle {
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let ca = client_ca.map_or(String::new(), |p| {
+        format!(", client_ca = {:?}", p.display().to_string())
+    });
+    let tls = format!(
+        "max_body = \"64KiB\"\ntls = {{ cert = {:?}, key = {:?}{ca} }}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let text = node_config(&dir.join("data"), &[offline]).replace("max_body = \"64KiB\"", &tls);
+    Node::start(parse_config(&text)).await.unwrap()
+}
+
+fn signed(n: usize) -> (Vec<(String, String)>, Vec<u8>) {
+    let body = order_body("tls", n);
+    (sign(&format!("tls-{n}"), &body, now()), body)
+}
+
+async fn post_order(
+    config: &std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    node: &jetedge::NodeHandle,
+    n: usize,
+) -> Result<support::tls::Answer, String> {
+    let (headers, body) = signed(n);
+    post(
+        config.clone(),
+        node.ingress_addr,
+        "/v1/webhooks/shop",
+        &headers,
+        body,
+    )
+    .await
+}
+
+fn rejected(node: &jetedge::NodeHandle, code: &str) -> u64 {
+    node.metrics.rejected(code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_speaks_tls_and_refuses_plain_http_cleanly() {
+    let dir = TempDir::new("tls-ingress");
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let node = tls_node(dir.path(), &cert, &key, None).await;
+
+    let client = client_config(&ca, None);
+    let a = post_order(&client, &node, 1).await.expect("an HTTPS post");
+    assert_eq!(a.status, 202, "{}", a.body);
+    // A client that does not trust the node's CA does not get through.
+    let stranger = client_config(&Ca::new("another CA"), None);
+    assert!(post_order(&stranger, &node, 2).await.is_err());
+
+    // Plain HTTP to the TLS port: no answer the client could take for
+    // one, counted, and the listener goes on.
+    let plain = support::http::Client::new(node.ingress_addr);
+    let (headers, body) = signed(3);
+    assert!(plain
+        .try_post("/v1/webhooks/shop", &headers, body)
+        .await
+        .is_err());
+    assert!(
+        support::eventually(Duration::from_secs(5), async || rejected(
+            &node,
+            "tls_handshake_failed"
+        ) >= 2)
+        .await,
+        "handshake failures are counted"
+    );
+    let a = post_order(&client, &node, 4).await.expect("still serving");
+    assert_eq!(a.status, 202);
+    assert_eq!(node.backlog().0, 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_takes_clients_of_its_ca_only() {
+    let dir = TempDir::new("tls-mtls");
+    let ca = Ca::new("site CA");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let node = tls_node(dir.path(), &cert, &key, Some(&ca_file)).await;
+
+    let kiosk = ca.client("kiosk-1");
+    let a = post_order(&client_config(&ca, Some(&kiosk)), &node, 1)
+        .await
+        .expect("a client of the CA");
+    assert_eq!(a.status, 202, "{}", a.body);
+
+    // No certificate, or one from another CA: refused at the handshake
+    // (TLS 1.3 reports it on the first read, so the request fails).
+    let other = Ca::new("other CA");
+    let foreign = other.client("kiosk-1");
+    for (name, config) in [
+        ("no certificate", client_config(&ca, None)),
+        (
+            "another CA's certificate",
+            client_config(&ca, Some(&foreign)),
+        ),
+    ] {
+        let r = post_order(&config, &node, 2).await;
+        assert!(r.is_err(), "{name}: {r:?}");
+    }
+    assert!(
+        support::eventually(Duration::from_secs(5), async || rejected(
+            &node,
+            "tls_handshake_failed"
+        ) >= 2)
+        .await
+    );
+    assert_eq!(node.backlog().0, 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_without_a_restart_or_a_failed_request() {
+    let dir = TempDir::new("tls-rotate");
+    let ca = Ca::new("renewing CA");
+    let first = ca.server();
+    let (cert, key) = first.write(dir.path(), "server");
+    let node = tls_node(dir.path(), &cert, &key, None).await;
+    let client = client_config(&ca, None);
+    let der = |i: &Issued| {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+        CertificateDer::from_pem_slice(i.cert_pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    };
+
+    let mut n = 0;
+    let mut post_one = async || {
+        n += 1;
+        let a = post_order(&client, &node, n)
+            .await
+            .expect("no request fails");
+        assert_eq!(a.status, 202, "{}", a.body);
+        a.server_cert
+    };
+    assert_eq!(post_one().await, der(&first));
+    // Renewal writes the new pair in place, as certbot's deploy hook or a
+    // mounted cert-manager secret would.
+    let renewed = ca.server();
+    renewed.write(dir.path(), "server");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = post_one().await;
+        if seen == der(&renewed) {
+            break;
+        }
+        assert_eq!(seen, der(&first));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let posted = n;
+    assert_eq!(node.backlog().0, posted as u64);
+    node.shutdown().await;
+}
