@@ -10,6 +10,7 @@
 //!     pipeline (`core/pipeline.rs`); (g)-(i) egress: a bare pull consumer
 //!     against jetedge delivering to a site subject and to a webhook
 //!     (`core/egress.rs`, `JETEDGE_BENCH_EGRESS`, default 20000 events);
+//! (k) (c) over TLS (rustls, ECDSA P-256 certificate), against (c);
 //! (j) the outbox drain over a slow uplink (256 kbit/s, 200 ms round trip,
 //!     a bandwidth-limited proxy), as a share of the link's capacity
 //!     (`JETEDGE_BENCH_SLOW_EVENTS`, default 1500).
@@ -81,6 +82,7 @@ async fn run() {
         requests,
         concurrency,
         body: body_of,
+        tls: None,
     };
     let c = ingest(&nats, &load, true, "").await;
     println!(
@@ -99,6 +101,26 @@ async fn run() {
     println!(
         "(d) the same ingest, forwarding paused   {:>10.0} events/s  (p50 {:.2} ms, p99 {:.2} ms)",
         d.rate, d.p50_ms, d.p99_ms
+    );
+    let pki = TempDir::new("bench-tls");
+    let ca = support::tls::Ca::new("bench CA");
+    let (cert, key) = ca.server().write(pki.path(), "server");
+    let tls_line = format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let over_tls = Load {
+        tls: Some((tls_line, support::tls::client_config(&ca, None))),
+        ..load
+    };
+    let k = ingest(&nats, &over_tls, true, "").await;
+    println!(
+        "(k) the same ingest over TLS (rustls)    {:>10.0} events/s  (k/c = {:.2}, target >= 0.80; p50 {:.2} ms, p99 {:.2} ms)",
+        k.rate,
+        k.rate / c.rate,
+        k.p50_ms,
+        k.p99_ms
     );
     let slow_events = env_usize("JETEDGE_BENCH_SLOW_EVENTS", 1_500 / scale.min(15));
     let (j, share) = slow_drain(&nats, slow_events).await;
@@ -121,6 +143,7 @@ async fn run() {
         requests,
         concurrency,
         body: pipeline::body,
+        tls: None,
     };
     let off = ingest(&nats, &pii, true, "").await;
     let on = ingest(&nats, &pii, true, pipeline::RULES).await;
@@ -154,6 +177,8 @@ struct Load {
     requests: usize,
     concurrency: usize,
     body: fn(usize) -> Vec<u8>,
+    /// Over TLS: the node's `tls` line and the client's config.
+    tls: Option<(String, Arc<rustls::ClientConfig>)>,
 }
 
 /// A 1 KiB order webhook body; `n` makes each one distinct.
@@ -212,9 +237,17 @@ async fn bare_publisher(nats: &NatsServer, n: usize) -> f64 {
 
 /// A node on `nats` with `rules` (TOML) appended to the test config.
 async fn start_node(dir: &TempDir, upstream: &str, rules: &str) -> NodeHandle {
+    start_node_with(dir, upstream, rules, "").await
+}
+
+/// As [`start_node`], with `ingress` added to `[ingress]` (a `tls` line).
+async fn start_node_with(dir: &TempDir, upstream: &str, rules: &str, ingress: &str) -> NodeHandle {
     let text = node_config(dir.path(), &[upstream.to_string()])
         .replace("max_buffer = \"512MiB\"", "max_buffer = \"8GiB\"")
-        .replace("max_body = \"64KiB\"", "max_body = \"4MiB\"");
+        .replace(
+            "max_body = \"64KiB\"",
+            &format!("max_body = \"4MiB\"\n{ingress}"),
+        );
     Node::start(parse_config(&format!("{text}\n{rules}")))
         .await
         .unwrap()
@@ -295,7 +328,8 @@ struct IngestFigures {
 async fn ingest(nats: &NatsServer, load: &Load, forwarding: bool, rules: &str) -> IngestFigures {
     let (n, concurrency) = (load.requests, load.concurrency);
     let dir = TempDir::new("bench-ingest");
-    let node = start_node(&dir, &nats.url(), rules).await;
+    let tls_line = load.tls.as_ref().map_or("", |(line, _)| line.as_str());
+    let node = start_node_with(&dir, &nats.url(), rules, tls_line).await;
     node.pause_forwarding(!forwarding);
     // Built and signed up front, so the load generator costs little more
     // than its socket calls (as wrk would) and is not counted against the node.
@@ -310,8 +344,9 @@ async fn ingest(nats: &NatsServer, load: &Load, forwarding: bool, rules: &str) -
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (requests, next, addr) = (requests.clone(), next.clone(), node.ingress_addr);
+            let tls = load.tls.as_ref().map(|(_, client)| client.clone());
             tokio::spawn(async move {
-                let mut conn = load::Conn::open(addr).await;
+                let mut conn = load::Conn::open(addr, tls).await;
                 let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -366,18 +401,39 @@ fn signed_request(body: &[u8], i: usize, now: i64) -> Vec<u8> {
 /// A minimal HTTP/1.1 load client: one request at a time per connection,
 /// reading just enough of each response to find its status and its end.
 mod load {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::sync::Arc;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
     pub struct Conn {
-        stream: TcpStream,
+        stream: Box<dyn Stream>,
         buf: Vec<u8>,
     }
 
     impl Conn {
-        pub async fn open(addr: std::net::SocketAddr) -> Self {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
+        /// A connection, over TLS when `tls` is given (the handshake done here,
+        /// before the clock starts on its first request).
+        pub async fn open(
+            addr: std::net::SocketAddr,
+            tls: Option<Arc<rustls::ClientConfig>>,
+        ) -> Self {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let stream: Box<dyn Stream> = match tls {
+                None => Box::new(tcp),
+                Some(config) => {
+                    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                    Box::new(
+                        tokio_rustls::TlsConnector::from(config)
+                            .connect(name, tcp)
+                            .await
+                            .unwrap(),
+                    )
+                }
+            };
             Self {
                 stream,
                 buf: Vec::with_capacity(4096),
