@@ -44,6 +44,8 @@ pub struct Admin {
     pub egress: Arc<Egress>,
     /// For the rate limits' counters.
     pub ingest: Arc<crate::ingress::Ingest>,
+    /// `[admin] tls`, when the listener speaks TLS.
+    pub tls: Option<Arc<crate::tls::Reloading>>,
     /// Host names (besides IP addresses and `localhost`) a request may be
     /// addressed to: `[admin] hosts`.
     pub hosts: Vec<String>,
@@ -123,14 +125,25 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
             },
             _ = shutdown.cancelled() => break,
         };
-        let admin = admin.clone();
+        let a = admin.clone();
         let svc = hyper::service::service_fn(move |req| {
-            let admin = admin.clone();
-            async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
+            let a = a.clone();
+            async move { Ok::<_, Infallible>(a.handle(req, peer).await) }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        let (http, watcher, admin) = (http.clone(), graceful.watcher(), admin.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
+            let Some(tls) = admin.tls.as_ref().map(|t| t.current()) else {
+                let _ = watcher
+                    .watch(http.serve_connection(TokioIo::new(stream), svc))
+                    .await;
+                return;
+            };
+            let timeout = Duration::from_secs(10);
+            if let Some(s) = crate::tls::accept(tls, stream, timeout, &admin.metrics).await {
+                let _ = watcher
+                    .watch(http.serve_connection(TokioIo::new(s), svc))
+                    .await;
+            }
         });
     }
     // A replay of the whole queue may be running; it is not worth waiting long for.

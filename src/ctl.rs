@@ -19,6 +19,10 @@ pub struct AdminArgs {
     /// Print the API's JSON instead of a summary.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM CA certificate(s) to trust for an https admin URL; the
+    /// platform's roots when omitted.
+    #[arg(long, global = true)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -338,13 +342,20 @@ async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> any
         None if cfg.admin.listen.is_empty() => {
             bail!("the config has no [admin] listen; pass --admin URL")
         }
-        None => format!("http://{}", cfg.admin.listen),
+        None => {
+            let scheme = if cfg.admin.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", cfg.admin.listen)
+        }
     };
     let url = format!("{base}{path}");
     let mut req = Request::builder().method(method).uri(&url);
     let token = jetedge::admin::token(cfg, false).map_err(anyhow::Error::msg)?;
     req = req.header("authorization", format!("Bearer {token}"));
-    let (status, body) = request(req.body(Full::new(Bytes::new()))?)
+    let (status, body) = request(req.body(Full::new(Bytes::new()))?, args.ca.as_deref())
         .await
         .with_context(|| format!("cannot reach the node's admin API at {base} (is it running?)"))?;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -359,11 +370,61 @@ async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> any
 }
 
 /// Sends one request and reads the whole answer.
-pub async fn request(req: Request<Full<Bytes>>) -> anyhow::Result<(StatusCode, Bytes)> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let resp = client.request(req).await?;
+pub async fn request(
+    req: Request<Full<Bytes>>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    if req.uri().scheme_str() != Some("https") {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let resp = client.request(req).await?;
+        let status = resp.status();
+        return Ok((status, resp.into_body().collect().await?.to_bytes()));
+    }
+    let host = req.uri().host().context("no host in the URL")?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = req.uri().port_u16().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let name = rustls::pki_types::ServerName::try_from(host)?;
+    let tls = tokio_rustls::TlsConnector::from(client_tls(ca)?)
+        .connect(name, tcp)
+        .await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await?;
     let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+/// A TLS client trusting `ca`'s certificates, or the platform's roots.
+fn client_tls(
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for c in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("--ca {}", path.display()))?
+            {
+                roots.add(c.with_context(|| format!("--ca {}", path.display()))?)?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }

@@ -155,22 +155,14 @@ impl Node {
             held,
             egress: egress.clone(),
             ingest: ingest.clone(),
+            tls: listener_tls("admin", cfg.admin.tls.as_ref(), &stop_ingress)?,
             hosts: cfg.admin.hosts.clone(),
         };
         let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);
         let admin = admin_listener.map(|(l, _)| {
             tokio::spawn(admin::serve(l, Arc::new(admin_state), stop_ingress.clone()))
         });
-        let tls = match &cfg.ingress.tls {
-            Some(t) => {
-                let r = tls::Reloading::new(t)
-                    .map_err(|e| StartError::Setup(format!("ingress.tls: {e}")))?;
-                let r = Arc::new(r);
-                tokio::spawn(r.clone().watch(stop_ingress.clone()));
-                Some(r)
-            }
-            None => None,
-        };
+        let tls = listener_tls("ingress", cfg.ingress.tls.as_ref(), &stop_ingress)?;
         let server = Arc::new(ingress::http::Server::new(
             ingest.clone(),
             ingress::http::Limits {
@@ -207,6 +199,16 @@ impl Node {
             shutdown_timeout: cfg.node.shutdown_timeout.0,
         })
     }
+}
+
+/// A listener's TLS (`[ingress] tls`, `[admin] tls`), reloaded until `stop`.
+fn listener_tls(
+    name: &str,
+    cfg: Option<&config::TlsConfig>,
+    stop: &CancellationToken,
+) -> Result<Option<Arc<tls::Reloading>>, StartError> {
+    cfg.map(|t| tls::start(t, stop).map_err(|e| StartError::Setup(format!("{name}.tls: {e}"))))
+        .transpose()
 }
 
 async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {

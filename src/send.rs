@@ -28,6 +28,10 @@ pub struct SendArgs {
     /// Node URL; the config's ingress address when omitted.
     #[arg(long)]
     pub url: Option<String>,
+    /// PEM CA certificate(s) to trust for an https URL; the platform's
+    /// roots when omitted.
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -51,10 +55,14 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("send-{}", uuid::Uuid::now_v7()));
     let now = OffsetDateTime::now_utc();
     let body = body_for(source.verify, &id, &args.type_, now, data).to_string();
-    let base = args
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", cfg.ingress.listen));
+    let base = args.url.clone().unwrap_or_else(|| {
+        let scheme = if cfg.ingress.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", cfg.ingress.listen)
+    });
     let url = format!("{}/v1/webhooks/{}", base.trim_end_matches('/'), source.name);
 
     let mut req = hyper::Request::post(&url)
@@ -68,7 +76,7 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> anyhow::Result<()> {
         req = req.header(k, v);
     }
     let req = req.body(Full::new(Bytes::from(body)))?;
-    let (status, text) = crate::ctl::request(req)
+    let (status, text) = crate::ctl::request(req, args.ca.as_deref())
         .await
         .with_context(|| format!("cannot reach {url}"))?;
     println!("{} {}", status.as_u16(), String::from_utf8_lossy(&text));

@@ -138,6 +138,35 @@ impl Reloading {
     }
 }
 
+/// The server side of a new connection's handshake, within `timeout`. A
+/// failure (a plain-HTTP request, a client certificate that does not chain
+/// to `client_ca`) is counted as a `tls_handshake_failed` refusal and
+/// summarised once a minute with the others, never logged line by line.
+pub async fn accept(
+    config: Arc<ServerConfig>,
+    stream: tokio::net::TcpStream,
+    timeout: Duration,
+    metrics: &crate::metrics::Metrics,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let peer = stream.peer_addr().ok();
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let error = match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(s)) => return Some(s),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_string(),
+    };
+    metrics.reject("tls_handshake_failed");
+    tracing::debug!(?peer, %error, "TLS handshake failed");
+    None
+}
+
+/// Builds a listener's reloading TLS config and starts watching its files.
+pub fn start(cfg: &TlsConfig, stop: &CancellationToken) -> Result<Arc<Reloading>, TlsError> {
+    let r = Arc::new(Reloading::new(cfg)?);
+    tokio::spawn(r.clone().watch(stop.clone()));
+    Ok(r)
+}
+
 /// Modification time and length of each file (`None` if unreadable).
 fn stamps(files: &TlsConfig) -> Vec<Option<(SystemTime, u64)>> {
     [

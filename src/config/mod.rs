@@ -97,6 +97,8 @@ pub struct AdminConfig {
     /// and `localhost` (a request for any other name is refused, which
     /// stops DNS-rebinding pages).
     pub hosts: Vec<String>,
+    /// Serve HTTPS, as `[ingress] tls`.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for AdminConfig {
@@ -105,6 +107,7 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9090".into(),
             token: None,
             hosts: Vec::new(),
+            tls: None,
         }
     }
 }

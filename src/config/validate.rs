@@ -116,8 +116,13 @@ impl Config {
             p.add("ingress.max_body", "must be larger than zero");
         }
         check_rate_limit(p, "ingress.rate_limit", self.ingress.rate_limit.as_ref());
-        if let Some(Err(e)) = self.ingress.tls.as_ref().map(crate::tls::server_config) {
-            p.add("ingress.tls", e.to_string());
+        for (at, tls) in [
+            ("ingress.tls", &self.ingress.tls),
+            ("admin.tls", &self.admin.tls),
+        ] {
+            if let Some(Err(e)) = tls.as_ref().map(crate::tls::server_config) {
+                p.add(at, e.to_string());
+            }
         }
         if self.ingress.body_memory.0 == 0 {
             p.add("ingress.body_memory", "must be larger than zero");

@@ -161,7 +161,9 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
                         .await
                 }
                 Some(config) => {
-                    let Some(stream) = srv.handshake(config, stream, peer).await else {
+                    let timeout = srv.limits.header_timeout;
+                    let tls = crate::tls::accept(config, stream, timeout, &srv.ingest.metrics);
+                    let Some(stream) = tls.await else {
                         return;
                     };
                     watcher
@@ -185,27 +187,6 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
 }
 
 impl Server {
-    /// The TLS handshake of a new connection, within the header timeout. A
-    /// failure (a plain-HTTP request, a client certificate that does not
-    /// chain to `client_ca`) is counted and summarised once a minute with
-    /// the other refusals, never logged line by line.
-    async fn handshake(
-        &self,
-        config: Arc<rustls::ServerConfig>,
-        stream: tokio::net::TcpStream,
-        peer: std::net::SocketAddr,
-    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-        let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-        let error = match tokio::time::timeout(self.limits.header_timeout, accept).await {
-            Ok(Ok(s)) => return Some(s),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_string(),
-        };
-        self.ingest.metrics.reject("tls_handshake_failed");
-        tracing::debug!(%peer, %error, "TLS handshake failed");
-        None
-    }
-
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let result = match (req.method(), path.as_str()) {

@@ -7,7 +7,7 @@ use crate::support;
 use jetedge::Node;
 use std::path::Path;
 use std::time::Duration;
-use support::tls::{client_config, post, Ca, Issued};
+use support::tls::{client_config, post, request, Ca, Issued};
 use support::{node_config, now, order_body, parse_config, sign, TempDir};
 
 /// A node on a TLS listener with `cert` and `key`, and `client_ca` if given.
@@ -27,6 +27,8 @@ async fn tls_node(
         key.display().to_string()
     );
     let text = node_config(&dir.join("data"), &[offline]).replace("max_body = \"64KiB\"", &tls);
+    // For the CLI.
+    std::fs::write(dir.join("node.toml"), &text).unwrap();
     Node::start(parse_config(&text)).await.unwrap()
 }
 
@@ -87,7 +89,17 @@ async fn ingress_speaks_tls_and_refuses_plain_http_cleanly() {
     );
     let a = post_order(&client, &node, 4).await.expect("still serving");
     assert_eq!(a.status, 202);
-    assert_eq!(node.backlog().0, 2);
+    // `jetedge send` speaks https to it, trusting the CA it is given.
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["send", "--source", "shop", "-c"])
+        .arg(dir.path().join("node.toml"))
+        .args(["--url", &format!("https://{}", node.ingress_addr), "--ca"])
+        .arg(&ca_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(node.backlog().0, 3);
     node.shutdown().await;
 }
 
@@ -174,5 +186,62 @@ async fn a_renewed_certificate_is_served_without_a_restart_or_a_failed_request()
     }
     let posted = n;
     assert_eq!(node.backlog().0, posted as u64);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_takes_the_same_tls_table() {
+    let dir = TempDir::new("tls-admin");
+    let ca = Ca::new("admin CA");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let tls = format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let text = node_config(&dir.path().join("data"), &[offline]).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{tls}"),
+    );
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    let admin = node.admin_addr.unwrap();
+    let auth = [(
+        "authorization".to_string(),
+        format!("Bearer {}", node.admin_token),
+    )];
+    let a = request(
+        client_config(&ca, None),
+        admin,
+        "GET",
+        "/admin/status",
+        &auth,
+        Vec::new(),
+    )
+    .await
+    .expect("HTTPS to the admin listener");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("\"node\":\"test-node\""), "{}", a.body);
+    // The CLI speaks https to it, trusting the CA it is given.
+    let conf = dir.path().join("node.toml");
+    std::fs::write(&conf, &text).unwrap();
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["status", "-c"])
+        .arg(&conf)
+        .args(["--admin", &format!("https://{admin}"), "--ca"])
+        .arg(&ca_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Plain HTTP is refused there too, and counted.
+    assert!(support::http::blocking_get(admin.port(), "/metrics").is_none_or(|(s, _)| s != 200));
+    assert!(
+        support::eventually(Duration::from_secs(5), async || rejected(
+            &node,
+            "tls_handshake_failed"
+        ) >= 1)
+        .await
+    );
     node.shutdown().await;
 }

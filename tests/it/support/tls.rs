@@ -120,6 +120,18 @@ pub async fn post(
     headers: &[(String, String)],
     body: Vec<u8>,
 ) -> Result<Answer, String> {
+    request(config, addr, "POST", path, headers, body).await
+}
+
+/// One request of any method over a new TLS connection to `addr`.
+pub async fn request(
+    config: Arc<ClientConfig>,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<Answer, String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -139,8 +151,10 @@ pub async fn post(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut req =
-        hyper::Request::post(format!("https://127.0.0.1{path}")).header("host", addr.to_string());
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("https://127.0.0.1{path}"))
+        .header("host", addr.to_string());
     for (k, v) in headers {
         req = req.header(k, v);
     }
