@@ -405,26 +405,6 @@ pub async fn request(
 fn client_tls(
     ca: Option<&std::path::Path>,
 ) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for c in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("--ca {}", path.display()))?
-            {
-                roots.add(c.with_context(|| format!("--ca {}", path.display()))?)?;
-            }
-        }
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = jetedge::tls::client_config(ca, None).context("--ca")?;
     Ok(std::sync::Arc::new(config))
 }

@@ -77,6 +77,50 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
+/// A client config trusting `ca`'s certificates (else the platform's
+/// roots), showing `identity` (certificate chain and key files) when a
+/// server asks for one.
+pub fn client_config(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for c in certificates("ca", path)? {
+                roots.add(c)?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                // A platform root rustls cannot use is no reason to fail.
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots);
+    // No ALPN here: the HTTP client sets it for the protocols it speaks.
+    Ok(match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = certificates("client_cert", cert)?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("client_key", key, e))?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+    })
+}
+
+/// The TLS of an https:// webhook target: its CA (or the platform's
+/// roots), and its client certificate for an mTLS receiver.
+pub fn webhook(cfg: &crate::config::WebhookTarget) -> Result<rustls::ClientConfig, TlsError> {
+    let identity = cfg.client_cert.as_deref().zip(cfg.client_key.as_deref());
+    client_config(cfg.ca.as_deref(), identity)
+}
+
 /// A listener's TLS config, swapped whole when its files change.
 pub struct Reloading {
     files: TlsConfig,

@@ -178,6 +178,13 @@ pub struct WebhookTarget {
     pub secret: SecretRef,
     #[serde(default = "default_target_timeout")]
     pub timeout: HumanDuration,
+    /// https:// only: PEM CA certificate(s) to trust instead of the
+    /// platform's roots.
+    pub ca: Option<PathBuf>,
+    /// https:// only: a client certificate chain and key (PEM) for a
+    /// receiver that requires mTLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 fn default_target_timeout() -> HumanDuration {

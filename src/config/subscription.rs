@@ -147,12 +147,34 @@ fn validate_subscription(s: &SubscriptionConfig, at: &str, p: &mut Problems) {
         positive(p, &format!("{at}.to_stream.timeout"), t.timeout.0);
     }
     if let Some(w) = &s.to_webhook {
-        match w.url.parse::<hyper::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {}
-            _ => p.add(
-                format!("{at}.to_webhook.url"),
-                "must be an http:// URL with a host, such as \"http://127.0.0.1:3000/hook\"",
-            ),
+        let https = match w.url.parse::<hyper::Uri>() {
+            Ok(u) if u.host().is_some() && matches!(u.scheme_str(), Some("http" | "https")) => {
+                u.scheme_str() == Some("https")
+            }
+            _ => {
+                p.add(
+                    format!("{at}.to_webhook.url"),
+                    "must be an http:// or https:// URL with a host, such as \"https://apps.local/hook\"",
+                );
+                false
+            }
+        };
+        let tls_set = w.ca.is_some() || w.client_cert.is_some() || w.client_key.is_some();
+        if tls_set && !https {
+            p.add(
+                format!("{at}.to_webhook"),
+                "ca, client_cert and client_key are for an https:// URL",
+            );
+        }
+        if w.client_cert.is_some() != w.client_key.is_some() {
+            p.add(
+                format!("{at}.to_webhook"),
+                "client_cert and client_key go together",
+            );
+        } else if https && tls_set {
+            if let Err(e) = crate::tls::webhook(w) {
+                p.add(format!("{at}.to_webhook"), e.to_string());
+            }
         }
         match w.secret.resolve() {
             Err(e) => p.add(format!("{at}.to_webhook.secret"), e),

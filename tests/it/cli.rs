@@ -106,7 +106,7 @@ subjects = ["events.>"]
         "subscription[0].subjects[1]:",
         "subscription[0].deliver: \"yesterday\" is neither",
         "subscription[0].to_subject: publishing to the site's NATS needs a [local] section",
-        "subscription[0].to_webhook.url: must be an http:// URL",
+        "subscription[0].to_webhook.url: must be an http:// or https:// URL",
         "subscription[0].to_webhook.secret: environment variable NO_SUCH_SECRET_VAR is not set",
         "subscription[0].retry.max_attempts: must be at least 1",
         "subscription[1].name: duplicate subscription name",

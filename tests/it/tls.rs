@@ -245,3 +245,81 @@ async fn the_admin_listener_takes_the_same_tls_table() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhook_targets_with_their_own_ca_and_with_mtls() {
+    use support::webhook::{Mode, Receiver};
+    let dir = TempDir::new("tls-egress");
+    let ca = Ca::new("microapps CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let receiver_tls = |name: &str, client_ca: Option<&Path>| {
+        let (cert, key) = ca.server().write(dir.path(), name);
+        jetedge::tls::server_config(&jetedge::config::TlsConfig {
+            cert,
+            key,
+            client_ca: client_ca.map(Path::to_path_buf),
+        })
+        .unwrap()
+    };
+    let plain = Receiver::start_tls(support::SECRET, Mode::Ok, receiver_tls("plain", None)).await;
+    let mutual = Receiver::start_tls(
+        support::SECRET,
+        Mode::Ok,
+        receiver_tls("mutual", Some(&ca_file)),
+    )
+    .await;
+    let (client_cert, client_key) = ca.client("jetedge-node").write(dir.path(), "client");
+
+    let upstream = support::nats::NatsServer::start();
+    let hook = |url: &str, tls: &str| {
+        format!(
+            "to_webhook = {{ url = \"{url}\", secret = \"env:{}\", timeout = \"2s\", ca = {:?}{tls} }}\n",
+            support::SECRET_ENV,
+            ca_file.display().to_string()
+        )
+    };
+    let sub = |name: &str, target: String| {
+        format!(
+            "\n[[subscription]]\nname = \"{name}\"\nsubjects = [\"events.shop.>\"]\ndeliver = \"all\"\nack_wait = \"5s\"\nretry = {{ initial = \"50ms\", max = \"100ms\", max_attempts = 2 }}\n{target}"
+        )
+    };
+    let identity = format!(
+        ", client_cert = {:?}, client_key = {:?}",
+        client_cert.display().to_string(),
+        client_key.display().to_string()
+    );
+    let text = node_config(&dir.path().join("data"), &[upstream.url()])
+        + &sub("secure", hook(&plain.url, ""))
+        + &sub("mutual", hook(&mutual.url, &identity))
+        + &sub("anonymous", hook(&mutual.url, ""));
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    let c = support::http::Client::new(node.ingress_addr);
+    for n in 0..5 {
+        assert_eq!(support::http::post_order(&c, "shop", n).await.status, 202);
+    }
+    let status = |name: &str| {
+        node.egress
+            .status()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap()
+    };
+    assert!(
+        support::eventually(Duration::from_secs(30), async || {
+            plain.count() == 5
+                && mutual.count() == 5
+                && status("secure").delivered == 5
+                && status("mutual").delivered == 5
+                && status("anonymous").failed_attempts >= 5
+        })
+        .await,
+        "https receiver {} of 5, mTLS receiver {} of 5, anonymous failures {}",
+        plain.count(),
+        mutual.count(),
+        status("anonymous").failed_attempts
+    );
+    // Without the client certificate the mTLS receiver wants, nothing got through.
+    assert_eq!(status("anonymous").delivered, 0);
+    assert_eq!((plain.bad_requests(), mutual.bad_requests()), (0, 0));
+    node.shutdown().await;
+}

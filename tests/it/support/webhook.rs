@@ -42,8 +42,19 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(secret: &str, mode: Mode) -> Self {
+        Self::start_with(secret, mode, None).await
+    }
+
+    /// A receiver on https:// with `tls` (a server config; with a client
+    /// verifier for an mTLS receiver).
+    pub async fn start_tls(secret: &str, mode: Mode, tls: rustls::ServerConfig) -> Self {
+        Self::start_with(secret, mode, Some(Arc::new(tls))).await
+    }
+
+    async fn start_with(secret: &str, mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
         let mode = Arc::new(Mutex::new(mode));
         let state = Arc::new(Mutex::new(State::default()));
         let wh = Arc::new(standardwebhooks::Webhook::new(secret).unwrap());
@@ -58,10 +69,18 @@ impl Receiver {
                     let (m, s, wh) = (m.clone(), s.clone(), wh.clone());
                     async move { Ok::<_, Infallible>(answer(req, &m, &s, &wh).await) }
                 });
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let Some(tls) = tls else {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        return;
+                    };
+                    // A client without the certificate an mTLS receiver wants
+                    // never gets past this.
+                    if let Ok(s) = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
+                        let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                    }
                 });
             }
         });
