@@ -237,6 +237,11 @@ async fn connect_site(
 }
 
 impl NodeHandle {
+    /// The upstream link's state, as `/readyz` shows it.
+    pub fn link_state(&self) -> &'static str {
+        self.link.borrow().as_str()
+    }
+
     /// Events and bytes waiting for upstream.
     pub fn backlog(&self) -> (u64, u64) {
         self.store.backlog()

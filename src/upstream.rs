@@ -19,6 +19,8 @@ pub enum LinkState {
     Connecting,
     Connected,
     Disconnected,
+    /// The server refused the node's credentials; it keeps retrying them.
+    Unauthorized,
 }
 
 impl LinkState {
@@ -27,6 +29,7 @@ impl LinkState {
             Self::Connecting => "connecting",
             Self::Connected => "connected",
             Self::Disconnected => "disconnected",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }
@@ -132,6 +135,18 @@ fn slow_consumer(role: &str, metrics: &Metrics, last_warned: &AtomicU64) {
     }
 }
 
+/// The server refused the credentials: said once per refusal streak (the
+/// client retries every few seconds), and shown as the link's state.
+fn refused(role: &str, tx: &watch::Sender<LinkState>) {
+    if tx.send_replace(LinkState::Unauthorized) != LinkState::Unauthorized {
+        tracing::error!(
+            link = role,
+            "the NATS server refused the node's credentials (the token, user and password, \
+             nkey or creds of this link); events are buffered and the node keeps retrying"
+        );
+    }
+}
+
 fn on_event(role: &str, tx: &watch::Sender<LinkState>, event: Event) {
     match event {
         Event::Connected => {
@@ -144,6 +159,14 @@ fn on_event(role: &str, tx: &watch::Sender<LinkState>, event: Event) {
                 "NATS disconnected; reconnecting (upstream events are buffered meanwhile)"
             );
             tx.send_replace(LinkState::Disconnected);
+        }
+        Event::ServerError(async_nats::ServerError::AuthorizationViolation) => refused(role, tx),
+        // A refused connect comes as a client error whose text is all that
+        // tells it from a network failure.
+        Event::ClientError(async_nats::ClientError::Other(e))
+            if e.contains("authorization violation") || e.contains("authentication") =>
+        {
+            refused(role, tx)
         }
         Event::ServerError(e) => tracing::warn!(link = role, error = %e, "NATS server error"),
         // Every failed reconnect attempt reports one; the forwarder already

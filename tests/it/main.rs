@@ -16,6 +16,7 @@ mod filter_redact;
 mod forward;
 mod ingress;
 mod local_ingest;
+mod nats_security;
 mod poison;
 mod redaction;
 mod slow_link;

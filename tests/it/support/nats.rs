@@ -30,6 +30,8 @@ pub struct NatsServer {
     pub cluster_port: Option<u16>,
     name: String,
     routes: Vec<u16>,
+    /// Config appended to the generated one (authorization, tls).
+    extra: String,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -37,7 +39,14 @@ pub struct NatsServer {
 impl NatsServer {
     /// A single JetStream server.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A single JetStream server with `extra` added to its config (an
+    /// `authorization` or `tls` block).
+    pub fn start_with(extra: &str) -> Self {
         let mut s = Self::new("single", None, vec![]);
+        s.extra = extra.to_string();
         s.spawn();
         s.wait_ready(false);
         s
@@ -50,6 +59,7 @@ impl NatsServer {
             cluster_port,
             name: name.to_string(),
             routes,
+            extra: String::new(),
             dir: TempDir::new(&format!("nats-{name}")),
             child: None,
         }
@@ -79,6 +89,7 @@ impl NatsServer {
                 routes.join(", ")
             ));
         }
+        text.push_str(&self.extra);
         std::fs::write(&conf, text).unwrap();
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
         let child = Command::new(nats_server_bin())

@@ -139,6 +139,13 @@ impl Binary {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     pub fn kill9(&mut self) {
         let mut c = self.child.take().expect("running");
         c.kill().unwrap(); // SIGKILL: no shutdown path runs

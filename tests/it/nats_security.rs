@@ -1,0 +1,137 @@
+//! Upstream NATS connections that a real nats-server secures: each auth
+//! method the config offers (token, user and password, nkey) and TLS with a
+//! private CA and a client certificate, forwarding events end to end; and
+//! a wrong credential, which the node reports rather than crash-looping.
+
+use crate::support;
+
+use jetedge::Node;
+use std::time::Duration;
+use support::http::{blocking_get, post_order, Client};
+use support::nats::NatsServer;
+use support::tls::Ca;
+use support::{node_config, parse_config, TempDir};
+
+const AUTH_ENV: &str = "JETEDGE_TEST_NATS_SECRET";
+
+/// Starts a node whose `[upstream]` has `auth` added, posts 5 events and
+/// waits (up to `wait`) until upstream acknowledged them all.
+async fn forwards_within(url: &str, auth: &str, wait: Duration) -> Result<(), String> {
+    let dir = TempDir::new("nats-auth");
+    let text = node_config(&dir.path().join("data"), &[url.to_string()])
+        .replace("[upstream]\n", &format!("[upstream]\n{auth}\n"));
+    let node = Node::start(parse_config(&text))
+        .await
+        .map_err(|e| e.to_string())?;
+    let c = Client::new(node.ingress_addr);
+    for n in 0..5 {
+        assert_eq!(post_order(&c, "shop", n).await.status, 202);
+    }
+    let forwarded = support::eventually(wait, async || node.backlog().0 == 0).await;
+    let upstream = node.link_state();
+    node.shutdown().await;
+    match forwarded {
+        true => Ok(()),
+        false => Err(format!("nothing forwarded; upstream {upstream}")),
+    }
+}
+
+async fn forwards(server: &NatsServer, auth: &str) -> Result<(), String> {
+    forwards_within(&server.url(), auth, Duration::from_secs(20)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_auth_method_against_a_server_that_requires_it() {
+    std::env::set_var(AUTH_ENV, "s3cret-Token");
+    let server = NatsServer::start_with("authorization { token: \"s3cret-Token\" }\n");
+    forwards(&server, &format!("token = \"env:{AUTH_ENV}\""))
+        .await
+        .expect("token");
+    drop(server);
+
+    std::env::set_var(AUTH_ENV, "pa55-word");
+    let server = NatsServer::start_with(
+        "authorization { users = [ { user: edge, password: \"pa55-word\" } ] }\n",
+    );
+    forwards(
+        &server,
+        &format!("user = \"edge\"\npassword = \"env:{AUTH_ENV}\""),
+    )
+    .await
+    .expect("user and password");
+    drop(server);
+
+    let user = nkeys::KeyPair::new_user();
+    std::env::set_var(AUTH_ENV, user.seed().unwrap());
+    let server = NatsServer::start_with(&format!(
+        "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+        user.public_key()
+    ));
+    forwards(&server, &format!("nkey = \"env:{AUTH_ENV}\""))
+        .await
+        .expect("nkey");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_a_client_certificate() {
+    let dir = TempDir::new("nats-tls");
+    let ca = Ca::new("hub CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let (client_cert, client_key) = ca.client("edge-node").write(dir.path(), "client");
+    let server = NatsServer::start_with(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca_file.display().to_string()
+    ));
+    let tls = format!(
+        "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}",
+        ca_file.display().to_string(),
+        client_cert.display().to_string(),
+        client_key.display().to_string()
+    );
+    forwards(&server, &tls).await.expect("mutual TLS");
+    // Without the client certificate the server does not let it in.
+    let ca_only = format!("tls = {{ ca = {:?} }}", ca_file.display().to_string());
+    let refused = forwards_within(&server.url(), &ca_only, Duration::from_secs(3)).await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_credential_is_reported_and_the_node_keeps_buffering() {
+    std::env::set_var("JETEDGE_TEST_NATS_WRONG", "not-the-token");
+    let server = NatsServer::start_with("authorization { token: \"the-token\" }\n");
+    let dir = TempDir::new("nats-wrong");
+    let text = node_config(&dir.path().join("data"), &[server.url()]).replace(
+        "[upstream]\n",
+        "[upstream]\ntoken = \"env:JETEDGE_TEST_NATS_WRONG\"\n",
+    );
+    let mut node = support::node::Binary::configured(dir.path(), &text);
+    tokio::task::block_in_place(|| node.start());
+    let c = Client::new(([127, 0, 0, 1], node.port).into());
+    assert_eq!(
+        post_order(&c, "shop", 1).await.status,
+        202,
+        "it buffers meanwhile"
+    );
+    let state = || {
+        let (_, body) = blocking_get(node.port, "/readyz").unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["upstream"].clone()
+    };
+    assert!(
+        support::eventually(Duration::from_secs(10), async || state() == "unauthorized").await,
+        "readyz says {}:\n{}",
+        state(),
+        node.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = node.log();
+    assert!(node.is_running(), "no crash loop:\n{log}");
+    let lines = log.matches("refused the node's credentials").count();
+    assert!(
+        (1..=2).contains(&lines),
+        "one clear line, not one per retry ({lines}):\n{log}"
+    );
+    node.stop();
+}
