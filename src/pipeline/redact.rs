@@ -58,7 +58,7 @@ enum Seg {
     Any,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Action {
     Mask {
         keep_last: Option<usize>,
@@ -66,6 +66,24 @@ enum Action {
     },
     Remove,
     Hash(Vec<u8>),
+}
+
+/// Shows the action, never the hashing key.
+impl std::fmt::Debug for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mask {
+                keep_last,
+                keep_domain,
+            } => f
+                .debug_struct("Mask")
+                .field("keep_last", keep_last)
+                .field("keep_domain", keep_domain)
+                .finish(),
+            Self::Remove => f.write_str("Remove"),
+            Self::Hash(_) => f.write_str("Hash(***)"),
+        }
+    }
 }
 
 impl Redactor {

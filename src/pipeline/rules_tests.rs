@@ -388,3 +388,28 @@ detectors = ["email"]
     );
     assert_eq!(counts.iter().sum::<u64>(), 0);
 }
+
+#[test]
+fn debug_output_never_shows_a_key() {
+    let r = rules(
+        r#"
+[[redact]]
+paths = ["/data/customer/phone"]
+action = "hash"
+key = "env:JETEDGE_TEST_REDACT_KEY"
+"#,
+    );
+    let shown = format!("{r:?}");
+    assert!(shown.contains("Hash(***)"), "{shown}");
+    assert!(!shown.contains("site-key-1"), "{shown}");
+    let source = crate::config::SourceConfig::new("s", crate::config::Scheme::Bearer);
+    let v = crate::signature::Verifier::new(&source, &[crate::config::Secret::new("t0ken-value")])
+        .unwrap();
+    let shown = format!("{v:?}");
+    assert!(
+        !shown.contains("t0ken-value") && shown.contains("***"),
+        "{shown}"
+    );
+    let cfg = config("").unwrap();
+    assert!(!format!("{cfg:?}").contains("site-key-1"));
+}

@@ -40,7 +40,7 @@ pub enum VerifyError {
 }
 
 /// A source's verification, with its secrets decoded once at start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Verifier {
     scheme: Scheme,
     keys: Vec<Vec<u8>>,
@@ -48,6 +48,20 @@ pub struct Verifier {
     header: String,
     encoding: Encoding,
     prefix: String,
+}
+
+/// Shows everything but the keys.
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("scheme", &self.scheme)
+            .field("keys", &format_args!("[{} × ***]", self.keys.len()))
+            .field("tolerance", &self.tolerance)
+            .field("header", &self.header)
+            .field("encoding", &self.encoding)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl Verifier {
