@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
-pub const ERROR_CODES: [&str; 18] = [
+pub const ERROR_CODES: [&str; 19] = [
     "not_found",
     "method_not_allowed",
     "unknown_source",
@@ -21,6 +21,7 @@ pub const ERROR_CODES: [&str; 18] = [
     "invalid_event",
     "invalid_type",
     "unauthorized",
+    "client_not_allowed",
     "rate_limited",
     "timestamp_out_of_tolerance",
     "buffer_full",

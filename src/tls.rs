@@ -204,6 +204,38 @@ pub async fn accept(
     None
 }
 
+/// The identities of a connection's client certificate: its subject's
+/// common names and its DNS names (none without a client certificate).
+pub fn client_identities(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Some(der) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    else {
+        return Vec::new();
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                out.push(dns.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Builds a listener's reloading TLS config and starts watching its files.
 pub fn start(cfg: &TlsConfig, stop: &CancellationToken) -> Result<Arc<Reloading>, TlsError> {
     let r = Arc::new(Reloading::new(cfg)?);

@@ -630,6 +630,11 @@ pub struct SourceConfig {
     /// Requests (HTTP) or messages (NATS) per second this source takes;
     /// unlimited when absent.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Under mTLS (`[ingress] tls.client_ca`): the client certificates
+    /// (subject CN or DNS SAN) allowed to post to this source over HTTP;
+    /// any client of the CA when empty.
+    #[serde(default)]
+    pub client_identities: Vec<String>,
 }
 
 impl SourceConfig {
@@ -650,6 +655,7 @@ impl SourceConfig {
             allow_unauthenticated: false,
             headers: Vec::new(),
             rate_limit: None,
+            client_identities: Vec::new(),
         }
     }
 }

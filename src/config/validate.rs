@@ -15,8 +15,19 @@ impl Config {
         self.validate_admin(&mut p);
         self.validate_subscriptions(&mut p);
         let mut names = HashSet::new();
+        let mtls = self
+            .ingress
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
         for (i, s) in self.sources.iter().enumerate() {
             let at = format!("source[{i}]");
+            if !s.client_identities.is_empty() && !mtls {
+                p.add(
+                    format!("{at}.client_identities"),
+                    "needs client certificates: set [ingress] tls with a client_ca",
+                );
+            }
             if !names.insert(s.name.as_str()) {
                 p.add(
                     format!("{at}.name"),

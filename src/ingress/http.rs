@@ -81,6 +81,7 @@ enum ApiError {
     TooLarge(u64),
     BodyTimeout,
     BadRequest(String),
+    ClientNotAllowed(String),
     Rejected(Rejection),
 }
 
@@ -95,6 +96,7 @@ impl ApiError {
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::ClientNotAllowed(_) => (StatusCode::FORBIDDEN, "client_not_allowed"),
             Self::Rejected(r) => (rejection_status(r), r.code()),
         }
     }
@@ -106,7 +108,7 @@ impl ApiError {
             Self::UnsupportedMediaType(m) => m.clone(),
             Self::TooLarge(max) => format!("request body is over the limit of {max} bytes"),
             Self::BodyTimeout => "request body was not received in time".into(),
-            Self::BadRequest(m) => m.clone(),
+            Self::BadRequest(m) | Self::ClientNotAllowed(m) => m.clone(),
             Self::Rejected(r) => r.to_string(),
         }
     }
@@ -145,17 +147,13 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let srv = server.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let srv = srv.clone();
-            async move { Ok::<_, Infallible>(srv.handle(req).await) }
-        });
         let (http, watcher) = (http.clone(), graceful.watcher());
         let tls = server.tls.as_ref().map(|t| t.current());
         let srv = server.clone();
         tokio::spawn(async move {
             let served = match tls {
                 None => {
+                    let svc = srv.service(Arc::new([]));
                     watcher
                         .watch(http.serve_connection(TokioIo::new(stream), svc))
                         .await
@@ -166,6 +164,7 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
                     let Some(stream) = tls.await else {
                         return;
                     };
+                    let svc = srv.service(crate::tls::client_identities(&stream).into());
                     watcher
                         .watch(http.serve_connection(TokioIo::new(stream), svc))
                         .await
@@ -187,17 +186,35 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
 }
 
 impl Server {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// The requests of one connection, whose client certificate (under
+    /// mTLS) showed `identities`.
+    fn service(
+        self: &Arc<Self>,
+        identities: Arc<[String]>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        let srv = self.clone();
+        hyper::service::service_fn(move |req| {
+            let (srv, ids) = (srv.clone(), identities.clone());
+            async move { Ok::<_, Infallible>(srv.handle(req, &ids).await) }
+        })
+    }
+
+    async fn handle(&self, req: Request<Incoming>, identities: &[String]) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let result = match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => {
                 Ok(json_response(StatusCode::OK, json!({"status": "ok"})))
             }
             (&Method::GET, "/readyz") => Ok(self.readyz()),
-            (&Method::POST, "/v1/events") => self.events(req).await,
+            (&Method::POST, "/v1/events") => self.events(req, identities).await,
             (&Method::POST, p) if p.starts_with("/v1/webhooks/") => {
                 let name = p["/v1/webhooks/".len()..].to_string();
-                self.webhook(&name, req).await
+                self.webhook(&name, req, identities).await
             }
             (_, "/healthz" | "/readyz" | "/v1/events") => Err(ApiError::MethodNotAllowed),
             (_, p) if p.starts_with("/v1/webhooks/") => Err(ApiError::MethodNotAllowed),
@@ -241,8 +258,10 @@ impl Server {
         &self,
         name: &str,
         req: Request<Incoming>,
+        identities: &[String],
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         let source = self.ingest.admit(name, true)?;
+        allowed(source, name, identities)?;
         require_json(req.headers(), false)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
@@ -262,10 +281,15 @@ impl Server {
         Ok(single_answer(answer))
     }
 
-    async fn events(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    async fn events(
+        &self,
+        req: Request<Incoming>,
+        identities: &[String],
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         let name = query_param(req.uri().query(), "source")
             .unwrap_or_else(|| self.ingest.events_source.clone());
         let source = self.ingest.admit(&name, true)?;
+        allowed(source, &name, identities)?;
         let batch_type = require_json(req.headers(), true)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
@@ -342,6 +366,22 @@ impl Server {
             ))),
         }
     }
+}
+
+/// Under mTLS, whether the client certificate may post to `source` (its
+/// `client_identities`, when it lists any).
+fn allowed(source: &super::Source, name: &str, identities: &[String]) -> Result<(), ApiError> {
+    let list = &source.client_identities;
+    if list.is_empty() || identities.iter().any(|id| list.contains(id)) {
+        return Ok(());
+    }
+    Err(ApiError::ClientNotAllowed(format!(
+        "this client certificate ({}) may not post to source {name:?}",
+        match identities.is_empty() {
+            true => "none".to_string(),
+            false => identities.join(", "),
+        }
+    )))
 }
 
 /// Checks for a JSON content type; returns whether it is the CloudEvents batch type.

@@ -27,6 +27,8 @@ pub struct Source {
     pub dedupe_ttl: std::time::Duration,
     /// `rate_limit`, when it has one.
     pub limit: Option<limit::RateLimit>,
+    /// Client certificate identities allowed to post over HTTP (any when empty).
+    pub client_identities: Vec<String>,
 }
 
 /// What became of one event.
@@ -143,6 +145,7 @@ impl Ingest {
                     verifier,
                     dedupe_ttl,
                     limit: s.rate_limit.as_ref().map(limit::RateLimit::new),
+                    client_identities: s.client_identities.clone(),
                 },
             );
         }

@@ -174,6 +174,7 @@ tls = { cert = "/nonexistent/cert.pem", key = "/nonexistent/key.pem" }
 name = "shop"
 verify = "none"
 rate_limit = { per_second = 5, burst = 0 }
+client_identities = ["kiosk-1"]
 "#,
     )
     .unwrap();
@@ -183,6 +184,7 @@ rate_limit = { per_second = 5, burst = 0 }
         "ingress.rate_limit.per_second: must be a number of requests per second larger than zero",
         "source[0].rate_limit.burst: must be at least 1",
         "ingress.tls: cert /nonexistent/cert.pem:",
+        "source[0].client_identities: needs client certificates",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }

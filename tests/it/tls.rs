@@ -26,7 +26,20 @@ async fn tls_node(
         cert.display().to_string(),
         key.display().to_string()
     );
-    let text = node_config(&dir.join("data"), &[offline]).replace("max_body = \"64KiB\"", &tls);
+    let text = node_config(&dir.join("data"), &[offline])
+        .replace("max_body = \"64KiB\"", &tls)
+        // Under mTLS, only kiosk-1 may post to shop; the other sources take any client.
+        .replacen(
+            "name = \"shop\"\n",
+            &format!(
+                "name = \"shop\"\n{}",
+                match client_ca {
+                    Some(_) => "client_identities = [\"kiosk-1\"]\n",
+                    None => "",
+                }
+            ),
+            1,
+        );
     // For the CLI.
     std::fs::write(dir.join("node.toml"), &text).unwrap();
     Node::start(parse_config(&text)).await.unwrap()
@@ -138,7 +151,23 @@ async fn mtls_takes_clients_of_its_ca_only() {
         ) >= 2)
         .await
     );
-    assert_eq!(node.backlog().0, 1);
+    // Another client of the CA: refused by the source that names its
+    // clients, taken by one that does not.
+    let till = client_config(&ca, Some(&ca.client("till-7")));
+    let a = post_order(&till, &node, 3).await.expect("an answer");
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(
+        a.body.contains("client_not_allowed") && a.body.contains("till-7"),
+        "{}",
+        a.body
+    );
+    let (headers, body) = signed(4);
+    let a = post(till, node.ingress_addr, "/v1/webhooks/s0", &headers, body)
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(rejected(&node, "client_not_allowed"), 1);
+    assert_eq!(node.backlog().0, 2);
     node.shutdown().await;
 }
 
