@@ -135,3 +135,52 @@ async fn a_wrong_credential_is_reported_and_the_node_keeps_buffering() {
     );
     node.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_link_takes_a_token_and_mutual_tls_too() {
+    let dir = TempDir::new("nats-local-secure");
+    let ca = Ca::new("site CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let (cert, key) = ca.server().write(dir.path(), "server");
+    let (node_cert, node_key) = ca.client("edge-node").write(dir.path(), "node");
+    let (kiosk_cert, kiosk_key) = ca.client("kiosk").write(dir.path(), "kiosk");
+    let site = NatsServer::start_with(&format!(
+        "authorization {{ token: \"site-Token\" }}\ntls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca_file.display().to_string()
+    ));
+    std::env::set_var("JETEDGE_TEST_SITE_TOKEN", "site-Token");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let text = node_config(&dir.path().join("data"), &[offline])
+        + &format!(
+            "\n[local]\nservers = [{:?}]\ntoken = \"env:JETEDGE_TEST_SITE_TOKEN\"\ntls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+            site.url(),
+            ca_file.display().to_string(),
+            node_cert.display().to_string(),
+            node_key.display().to_string()
+        );
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    let kiosk = async_nats::ConnectOptions::new()
+        .token("site-Token".into())
+        .require_tls(true)
+        .add_root_certificates(ca_file.clone())
+        .add_client_certificate(kiosk_cert, kiosk_key)
+        .connect(site.url())
+        .await
+        .expect("the kiosk connects to the secured site server");
+    let mut answer = None;
+    for _ in 0..100 {
+        let ask = kiosk.request("ingest.events.kiosk1", "{\"type\":\"kiosk.scan\"}".into());
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(300), ask).await {
+            answer = Some(serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap());
+            break;
+        }
+        // "no responders" until the node's local link is up.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = answer.expect("the node answered over the secured site link");
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    assert_eq!(node.backlog().0, 1);
+    node.shutdown().await;
+}
