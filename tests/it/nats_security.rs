@@ -184,3 +184,83 @@ async fn the_site_link_takes_a_token_and_mutual_tls_too() {
     assert_eq!(node.backlog().0, 1);
     node.shutdown().await;
 }
+
+/// A NATS JWT (v2) with `claims` under `nats`, issued by `issuer` for `subject`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::now_v7().simple().to_string().to_uppercase(),
+        "iat": support::now(),
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+    let sig = issuer.sign(body.as_bytes()).unwrap();
+    format!("{body}.{}", b64(&sig))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_against_a_server_in_operator_mode() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let op_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let acc_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "edge",
+        serde_json::json!({"limits": unlimited, "type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "edge-node",
+        serde_json::json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+                           "type": "user", "version": 2}),
+    );
+    // JetStream in operator mode needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let server = NatsServer::start_with(&format!(
+        "operator: {op_jwt:?}\nsystem_account: {sys}\nresolver: MEMORY\n\
+         resolver_preload: {{ {acc}: {acc_jwt:?}, {sys}: {sys_jwt:?} }}\n",
+        acc = account.public_key(),
+        sys = system.public_key()
+    ));
+    let dir = TempDir::new("nats-creds");
+    let creds = dir.path().join("edge.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    forwards(
+        &server,
+        &format!("creds = {:?}", creds.display().to_string()),
+    )
+    .await
+    .expect("creds file");
+}

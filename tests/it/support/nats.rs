@@ -117,10 +117,12 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
         panic!(
-            "nats-server {} did not become healthy; log in {}",
+            "nats-server {} did not become healthy; its log ends:\n{}",
             self.name,
-            self.dir.path().display()
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
 
