@@ -259,3 +259,38 @@ async fn messages_beyond_max_pending_are_counted_as_dropped() {
     assert!(kept < 5_001);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sources_rate_limit_holds_over_nats_too() {
+    let site = NatsServer::start();
+    let dir = TempDir::new("local-rate");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    // One token per 100 s: none comes back while the test runs.
+    let text = (node_config(&dir.path().join("data"), &[offline]) + &local_section(&site))
+        .replacen(
+            "name = \"events\"\n",
+            "name = \"events\"\nrate_limit = { per_second = 0.01, burst = 2 }\n",
+            1,
+        );
+    let node = jetedge::Node::start(support::parse_config(&text))
+        .await
+        .unwrap();
+    let kiosk = async_nats::connect(site.url()).await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        let ask = kiosk.request(
+            "ingest.events.k1",
+            json!({"type": "kiosk.scan"}).to_string().into(),
+        );
+        match tokio::time::timeout(Duration::from_millis(500), ask).await {
+            Ok(Ok(reply)) => answers.push(serde_json::from_slice::<Value>(&reply.payload).unwrap()),
+            // "no responders" until the node's local link is up.
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(answers[0]["status"], "accepted", "{answers:?}");
+    assert_eq!(answers[1]["status"], "accepted", "{answers:?}");
+    assert_eq!(answers[2]["error"]["code"], "rate_limited", "{answers:?}");
+    assert_eq!(node.backlog().0, 2);
+    node.shutdown().await;
+}
