@@ -6,6 +6,7 @@
 use crate::support;
 
 use jetedge::Node;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::http::{blocking_get, post_order, Client};
 use support::nats::NatsServer;
@@ -72,26 +73,53 @@ async fn each_auth_method_against_a_server_that_requires_it() {
         .expect("nkey");
 }
 
+/// Mutual TLS material in `dir`: the CA (and its file), the nats-server
+/// `tls` block that requires a client certificate of it, and the node's
+/// `tls = { ca, cert, key }` line with such a certificate.
+struct MutualTls {
+    ca: Ca,
+    ca_file: PathBuf,
+    server_block: String,
+    node_line: String,
+}
+
+impl MutualTls {
+    fn new(dir: &Path) -> Self {
+        let ca = Ca::new("hub CA");
+        let ca_file = ca.write(dir, "ca.pem");
+        let (cert, key) = ca.server().write(dir, "server");
+        let (client_cert, client_key) = ca.client("edge-node").write(dir, "client");
+        let text = |p: &Path| p.display().to_string();
+        Self {
+            server_block: format!(
+                "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
+                text(&cert),
+                text(&key),
+                text(&ca_file)
+            ),
+            node_line: format!(
+                "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}",
+                text(&ca_file),
+                text(&client_cert),
+                text(&client_key)
+            ),
+            ca,
+            ca_file,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca_and_a_client_certificate() {
     let dir = TempDir::new("nats-tls");
-    let ca = Ca::new("hub CA");
-    let ca_file = ca.write(dir.path(), "ca.pem");
-    let (cert, key) = ca.server().write(dir.path(), "server");
-    let (client_cert, client_key) = ca.client("edge-node").write(dir.path(), "client");
-    let server = NatsServer::start_with(&format!(
-        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
-        cert.display().to_string(),
-        key.display().to_string(),
-        ca_file.display().to_string()
-    ));
-    let tls = format!(
-        "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}",
-        ca_file.display().to_string(),
-        client_cert.display().to_string(),
-        client_key.display().to_string()
-    );
-    forwards(&server, &tls).await.expect("mutual TLS");
+    let MutualTls {
+        ca_file,
+        server_block,
+        node_line,
+        ..
+    } = MutualTls::new(dir.path());
+    let server = NatsServer::start_with(&server_block);
+    forwards(&server, &node_line).await.expect("mutual TLS");
     // Without the client certificate the server does not let it in.
     let ca_only = format!("tls = {{ ca = {:?} }}", ca_file.display().to_string());
     let refused = forwards_within(&server.url(), &ca_only, Duration::from_secs(3)).await;
@@ -139,32 +167,25 @@ async fn a_wrong_credential_is_reported_and_the_node_keeps_buffering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_site_link_takes_a_token_and_mutual_tls_too() {
     let dir = TempDir::new("nats-local-secure");
-    let ca = Ca::new("site CA");
-    let ca_file = ca.write(dir.path(), "ca.pem");
-    let (cert, key) = ca.server().write(dir.path(), "server");
-    let (node_cert, node_key) = ca.client("edge-node").write(dir.path(), "node");
-    let (kiosk_cert, kiosk_key) = ca.client("kiosk").write(dir.path(), "kiosk");
+    let tls = MutualTls::new(dir.path());
+    let (kiosk_cert, kiosk_key) = tls.ca.client("kiosk").write(dir.path(), "kiosk");
     let site = NatsServer::start_with(&format!(
-        "authorization {{ token: \"site-Token\" }}\ntls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n",
-        cert.display().to_string(),
-        key.display().to_string(),
-        ca_file.display().to_string()
+        "authorization {{ token: \"site-Token\" }}\n{}",
+        tls.server_block
     ));
     std::env::set_var("JETEDGE_TEST_SITE_TOKEN", "site-Token");
     let offline = format!("nats://127.0.0.1:{}", support::free_port());
     let text = node_config(&dir.path().join("data"), &[offline])
         + &format!(
-            "\n[local]\nservers = [{:?}]\ntoken = \"env:JETEDGE_TEST_SITE_TOKEN\"\ntls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+            "\n[local]\nservers = [{:?}]\ntoken = \"env:JETEDGE_TEST_SITE_TOKEN\"\n{}\n",
             site.url(),
-            ca_file.display().to_string(),
-            node_cert.display().to_string(),
-            node_key.display().to_string()
+            tls.node_line
         );
     let node = Node::start(parse_config(&text)).await.unwrap();
     let kiosk = async_nats::ConnectOptions::new()
         .token("site-Token".into())
         .require_tls(true)
-        .add_root_certificates(ca_file.clone())
+        .add_root_certificates(tls.ca_file.clone())
         .add_client_certificate(kiosk_cert, kiosk_key)
         .connect(site.url())
         .await
