@@ -14,6 +14,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         Rejection::Stale(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
         Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Rejection::ClientNotAllowed { .. } => StatusCode::FORBIDDEN,
         Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Rejection::QuotaFull | Rejection::DiskFull | Rejection::Unavailable(_) => {
             StatusCode::SERVICE_UNAVAILABLE

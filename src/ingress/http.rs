@@ -4,7 +4,7 @@
 //! beyond calling [`Ingest`].
 
 use super::answer::{self, answer_body, rejection_status};
-use super::{Answer, Ingest, Rejection};
+use super::{Answer, Ingest, Rejection, Via};
 use crate::pipeline::{Invalid, Normalised};
 use crate::upstream::LinkState;
 use bytes::Bytes;
@@ -81,7 +81,6 @@ enum ApiError {
     TooLarge(u64),
     BodyTimeout,
     BadRequest(String),
-    ClientNotAllowed(String),
     Rejected(Rejection),
 }
 
@@ -96,7 +95,6 @@ impl ApiError {
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::ClientNotAllowed(_) => (StatusCode::FORBIDDEN, "client_not_allowed"),
             Self::Rejected(r) => (rejection_status(r), r.code()),
         }
     }
@@ -108,7 +106,7 @@ impl ApiError {
             Self::UnsupportedMediaType(m) => m.clone(),
             Self::TooLarge(max) => format!("request body is over the limit of {max} bytes"),
             Self::BodyTimeout => "request body was not received in time".into(),
-            Self::BadRequest(m) | Self::ClientNotAllowed(m) => m.clone(),
+            Self::BadRequest(m) => m.clone(),
             Self::Rejected(r) => r.to_string(),
         }
     }
@@ -260,8 +258,7 @@ impl Server {
         req: Request<Incoming>,
         identities: &[String],
     ) -> Result<Response<Full<Bytes>>, ApiError> {
-        let source = self.ingest.admit(name, true)?;
-        allowed(source, name, identities)?;
+        let source = self.ingest.admit(name, Via::Http { identities })?;
         require_json(req.headers(), false)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
@@ -288,8 +285,7 @@ impl Server {
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         let name = query_param(req.uri().query(), "source")
             .unwrap_or_else(|| self.ingest.events_source.clone());
-        let source = self.ingest.admit(&name, true)?;
-        allowed(source, &name, identities)?;
+        let source = self.ingest.admit(&name, Via::Http { identities })?;
         let batch_type = require_json(req.headers(), true)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
@@ -366,22 +362,6 @@ impl Server {
             ))),
         }
     }
-}
-
-/// Under mTLS, whether the client certificate may post to `source` (its
-/// `client_identities`, when it lists any).
-fn allowed(source: &super::Source, name: &str, identities: &[String]) -> Result<(), ApiError> {
-    let list = &source.client_identities;
-    if list.is_empty() || identities.iter().any(|id| list.contains(id)) {
-        return Ok(());
-    }
-    Err(ApiError::ClientNotAllowed(format!(
-        "this client certificate ({}) may not post to source {name:?}",
-        match identities.is_empty() {
-            true => "none".to_string(),
-            false => identities.join(", "),
-        }
-    )))
 }
 
 /// Checks for a JSON content type; returns whether it is the CloudEvents batch type.

@@ -19,7 +19,7 @@
 //! kiosks share each flush.
 
 use super::answer::{answer_body, batch};
-use super::{Answer, Ingest, Rejection};
+use super::{Answer, Ingest, Rejection, Via};
 use crate::config::{LocalConfig, Scheme};
 use crate::pipeline::{Invalid, Normalised};
 use async_nats::{Client, Message};
@@ -182,7 +182,7 @@ fn shape(
     if !allowed.contains(name) {
         return Err(Rejection::UnknownSource(name.to_string()));
     }
-    let source = ingest.admit(name, false)?;
+    let source = ingest.admit(name, Via::Nats)?;
     let headers = http_headers(msg.headers.as_ref());
     let body: Value = serde_json::from_slice(&msg.payload)
         .map_err(|e| Rejection::Invalid(Invalid::Json(e.to_string())))?;

@@ -66,6 +66,8 @@ pub enum Rejection {
     DiskFull,
     #[error("the node cannot take events now: {0}")]
     Unavailable(String),
+    #[error("this client certificate ({shown}) may not post to source {name:?}")]
+    ClientNotAllowed { name: String, shown: String },
     #[error("over the rate limit of {scope}; retry in {retry_after}s")]
     RateLimited {
         /// `source "shop"` or `the ingress listener`.
@@ -85,6 +87,7 @@ impl Rejection {
             Self::QuotaFull => "buffer_full",
             Self::DiskFull => "disk_full",
             Self::Unavailable(_) => "unavailable",
+            Self::ClientNotAllowed { .. } => "client_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
         }
     }
@@ -105,6 +108,16 @@ impl From<VerifyError> for Rejection {
             _ => Self::Unauthorized(e),
         }
     }
+}
+
+/// How a request reached the node, for [`Ingest::admit`].
+#[derive(Clone, Copy)]
+pub enum Via<'a> {
+    /// HTTP, with the identities of the client certificate (none without mTLS).
+    Http {
+        identities: &'a [String],
+    },
+    Nats,
 }
 
 /// The ingest core shared by every transport.
@@ -182,18 +195,32 @@ impl Ingest {
             .ok_or_else(|| Rejection::UnknownSource(name.to_string()))
     }
 
-    /// Takes a token from the listener's limit (for an HTTP request) and
-    /// from the source's, before anything else is done with the request.
-    pub fn admit(&self, source: &str, http: bool) -> Result<&Source, Rejection> {
+    /// Admits a request to `source` before anything else is done with it:
+    /// a token from the listener's limit (HTTP), the source's
+    /// `client_identities` (HTTP under mTLS), then a token from the
+    /// source's limit, so a client the source refuses spends none of it.
+    pub fn admit(&self, source: &str, via: Via<'_>) -> Result<&Source, Rejection> {
         let refused = |scope: String, wait| Rejection::RateLimited {
             scope,
             retry_after: limit::retry_after_secs(wait),
         };
-        if let Some(l) = self.http_limit.as_ref().filter(|_| http) {
+        if let (Some(l), Via::Http { .. }) = (&self.http_limit, via) {
             l.take()
                 .map_err(|w| refused("the ingress listener".into(), w))?;
         }
         let s = self.source(source)?;
+        if let Via::Http { identities } = via {
+            let list = &s.client_identities;
+            if !list.is_empty() && !identities.iter().any(|id| list.contains(id)) {
+                return Err(Rejection::ClientNotAllowed {
+                    name: source.to_string(),
+                    shown: match identities.is_empty() {
+                        true => "none".to_string(),
+                        false => identities.join(", "),
+                    },
+                });
+            }
+        }
         if let Some(l) = &s.limit {
             l.take()
                 .map_err(|w| refused(format!("source {source:?}"), w))?;
