@@ -342,14 +342,7 @@ async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> any
         None if cfg.admin.listen.is_empty() => {
             bail!("the config has no [admin] listen; pass --admin URL")
         }
-        None => {
-            let scheme = if cfg.admin.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{}", cfg.admin.listen)
-        }
+        None => listener_url(&cfg.admin.listen, cfg.admin.tls.is_some()),
     };
     let url = format!("{base}{path}");
     let mut req = Request::builder().method(method).uri(&url);
@@ -369,42 +362,22 @@ async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> any
     Ok(v)
 }
 
+/// The URL of a listener of the config, https when it has `tls`.
+pub fn listener_url(listen: &str, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{listen}")
+}
+
 /// Sends one request and reads the whole answer.
 pub async fn request(
     req: Request<Full<Bytes>>,
     ca: Option<&std::path::Path>,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
-    if req.uri().scheme_str() != Some("https") {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
-        let resp = client.request(req).await?;
-        let status = resp.status();
-        return Ok((status, resp.into_body().collect().await?.to_bytes()));
-    }
-    let host = req.uri().host().context("no host in the URL")?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = req.uri().port_u16().unwrap_or(443);
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let name = rustls::pki_types::ServerName::try_from(host)?;
-    let tls = tokio_rustls::TlsConnector::from(client_tls(ca)?)
-        .connect(name, tcp)
-        .await?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-    tokio::spawn(conn);
-    let resp = send.send_request(req).await?;
+    let client = match req.uri().scheme_str() == Some("https") {
+        true => jetedge::tls::http_client(jetedge::tls::client_config(ca, None).context("--ca")?),
+        false => jetedge::tls::plain_client(),
+    };
+    let resp = client.request(req).await?;
     let status = resp.status();
     Ok((status, resp.into_body().collect().await?.to_bytes()))
-}
-
-/// A TLS client trusting `ca`'s certificates, or the platform's roots.
-fn client_tls(
-    ca: Option<&std::path::Path>,
-) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
-    let config = jetedge::tls::client_config(ca, None).context("--ca")?;
-    Ok(std::sync::Arc::new(config))
 }

@@ -56,12 +56,7 @@ pub async fn send(cfg: &Config, args: &SendArgs) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();
     let body = body_for(source.verify, &id, &args.type_, now, data).to_string();
     let base = args.url.clone().unwrap_or_else(|| {
-        let scheme = if cfg.ingress.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", cfg.ingress.listen)
+        crate::ctl::listener_url(&cfg.ingress.listen, cfg.ingress.tls.is_some())
     });
     let url = format!("{}/v1/webhooks/{}", base.trim_end_matches('/'), source.name);
 

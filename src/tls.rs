@@ -98,10 +98,7 @@ pub fn client_config(
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots);
+    let builder = client_builder(roots)?;
     // No ALPN here: the HTTP client sets it for the protocols it speaks.
     Ok(match identity {
         None => builder.with_no_client_auth(),
@@ -112,6 +109,47 @@ pub fn client_config(
             builder.with_client_auth_cert(certs, key)?
         }
     })
+}
+
+fn client_builder(
+    roots: RootCertStore,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
+{
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots))
+}
+
+/// An HTTP/1.1 client (one connection pool: egress's webhook targets, the
+/// CLI) that speaks TLS with `tls` to https:// URLs.
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+pub fn http_client(tls: rustls::ClientConfig) -> HttpClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https)
+}
+
+/// A client for http:// URLs only: its TLS trusts nothing, and it does not
+/// read the platform's roots for nothing.
+pub fn plain_client() -> HttpClient {
+    let tls = client_builder(RootCertStore::empty())
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth();
+    http_client(tls)
 }
 
 /// The TLS of an https:// webhook target: its CA (or the platform's

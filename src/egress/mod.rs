@@ -299,7 +299,7 @@ impl Egress {
         site: Option<Site>,
     ) -> Result<Egress, String> {
         let stop = CancellationToken::new();
-        let http = target::plain_client();
+        let http = crate::tls::plain_client();
         let mut subs = Vec::new();
         let mut tasks = Vec::new();
         for s in &cfg.subscriptions {

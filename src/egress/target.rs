@@ -12,14 +12,13 @@
 use super::breaker::Breaker;
 use crate::config::{StreamTarget, SubscriptionConfig, WebhookTarget};
 use crate::store::Record;
+use crate::tls::HttpClient;
 use crate::upstream::LinkState;
 use async_nats::{jetstream, HeaderMap};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -39,38 +38,6 @@ impl Failure {
             retry_after: None,
         }
     }
-}
-
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// An HTTP client (one connection pool) that speaks TLS with `tls` to
-/// https:// URLs. The `http://` targets share one; each `https://`
-/// target has its own, with its CA and client certificate.
-pub fn http_client(tls: rustls::ClientConfig) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(https)
-}
-
-/// The client of the `http://` targets: a TLS config that trusts nothing,
-/// since it never meets an https:// URL.
-pub fn plain_client() -> HttpClient {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    http_client(tls)
 }
 
 /// The site's NATS server, as the subject and stream targets use it.
@@ -225,7 +192,9 @@ impl Webhook {
     fn new(cfg: &WebhookTarget, plain: HttpClient) -> Result<Self, String> {
         let secret = cfg.secret.resolve()?;
         let client = match cfg.url.starts_with("https://") {
-            true => http_client(crate::tls::webhook(cfg).map_err(|e| format!("to_webhook: {e}"))?),
+            true => crate::tls::http_client(
+                crate::tls::webhook(cfg).map_err(|e| format!("to_webhook: {e}"))?,
+            ),
             false => plain,
         };
         Ok(Self {
