@@ -327,6 +327,7 @@ impl Admin {
             "dlq": self.store.dead_letter_count(),
             "parked": self.store.parked_count(),
             "upstream_refusal": *self.held.lock().expect("held"),
+            "encryption": encryption_status(self.store.encryption()),
             "subscriptions": self.egress.status(),
         })
     }
@@ -530,4 +531,17 @@ fn summary(results: Vec<Replayed>) -> Value {
 fn parse_id(id: &str) -> Result<u64, Fail> {
     id.parse()
         .map_err(|_| Fail::BadRequest("a dead letter id is a whole number"))
+}
+
+/// Encryption at rest by key id (never the key): `null` when off.
+fn encryption_status(e: Option<crate::store::Encryption>) -> Value {
+    let Some(e) = e else {
+        return Value::Null;
+    };
+    let ids = |ids: &[crate::store::KeyId]| ids.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    json!({
+        "key": e.key.to_string(),
+        "previous_keys": ids(&e.previous),
+        "older_records_in_outbox": e.older_records_in_outbox,
+    })
 }

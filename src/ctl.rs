@@ -200,6 +200,29 @@ fn print_parked(v: &Value) {
     }
 }
 
+/// One line on encryption at rest, saying whether previous keys are still needed.
+fn print_encryption(e: &Value) {
+    let Some(key) = e["key"].as_str() else {
+        println!("encryption at rest off");
+        return;
+    };
+    let previous: Vec<&str> = e["previous_keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let needed = match (previous.is_empty(), e["older_records_in_outbox"].as_bool()) {
+        (true, _) => String::new(),
+        (false, Some(true)) => format!(
+            "  previous keys {} still needed by the outbox",
+            previous.join(",")
+        ),
+        (false, _) => format!("  previous keys {} no longer needed", previous.join(",")),
+    };
+    println!("encryption at rest key {key}{needed}");
+}
+
 #[tokio::main]
 pub async fn status(cfg: &Config, args: &AdminArgs) -> anyhow::Result<()> {
     let v = call(cfg, args, Method::GET, "/admin/status").await?;
@@ -227,6 +250,7 @@ pub async fn status(cfg: &Config, args: &AdminArgs) -> anyhow::Result<()> {
     if let Some(reason) = v["upstream_refusal"].as_str() {
         println!("upstream refuses every event: {reason}");
     }
+    print_encryption(&v["encryption"]);
     for s in v["subscriptions"].as_array().into_iter().flatten() {
         let targets: Vec<String> = s["targets"]
             .as_array()

@@ -1,5 +1,6 @@
 //! The `jetedge` command line: parse arguments, load the config, run, and
-//! map failures to exit codes (1: could not run, 2: invalid config).
+//! map failures to exit codes (1: could not run, 2: invalid config, 3: the
+//! encryption keys cannot open the store, which a restart will not fix).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -72,7 +73,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check(&a.config),
         Command::Run(a) => match load(&a.config) {
-            Some(cfg) => report(run(cfg)),
+            Some(cfg) => match run(cfg) {
+                Err(e) if is_key_problem(&e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(KEY_EXIT)
+                }
+                result => report(result),
+            },
             None => ExitCode::from(2),
         },
         Command::Send(args) => match load(&args.file.config) {
@@ -119,10 +126,47 @@ fn check(path: &Path) -> ExitCode {
                 cfg.subscriptions.len(),
                 cfg.upstream.servers.join(", ")
             );
+            if let Some(line) = encryption_line(&cfg.node) {
+                println!("{line}");
+            }
             ExitCode::SUCCESS
         }
         None => ExitCode::from(2),
     }
+}
+
+/// The ids of the encryption keys (as `jetedge status` and the node's
+/// errors name them), once the config is valid.
+fn encryption_line(node: &jetedge::config::NodeConfig) -> Option<String> {
+    let id = |r: &jetedge::config::SecretRef| {
+        let key = r.resolve().ok()?;
+        let bytes = jetedge::store::decode_key(key.expose()).ok()?;
+        Some(jetedge::store::key_id(&bytes).to_string())
+    };
+    let current = id(node.encryption_key.as_ref()?)?;
+    let previous: Vec<String> = node.previous_keys.iter().filter_map(id).collect();
+    Some(match previous.is_empty() {
+        true => format!("encryption at rest: key {current}"),
+        false => format!(
+            "encryption at rest: key {current}, opening older values with {}",
+            previous.join(", ")
+        ),
+    })
+}
+
+/// The exit code of a start refused because the configured keys cannot
+/// open the store (a service manager should not restart it in a loop:
+/// `RestartPreventExitStatus=3`).
+const KEY_EXIT: u8 = 3;
+
+fn is_key_problem(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<jetedge::StartError>(),
+        Some(jetedge::StartError::Store {
+            source: jetedge::store::StoreError::Key(_),
+            ..
+        })
+    )
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -329,6 +329,12 @@ pub struct NodeConfig {
     pub dedupe_ttl: Option<HumanDuration>,
     /// How long a graceful stop waits for in-flight requests and publishes.
     pub shutdown_timeout: HumanDuration,
+    /// Seals every event the store writes (outbox, dead letters, parked
+    /// events, local-first records): a reference to 32 bytes in base64.
+    pub encryption_key: Option<SecretRef>,
+    /// Keys that sealed older values, still opened while those drain; new
+    /// values always use `encryption_key`.
+    pub previous_keys: Vec<SecretRef>,
 }
 
 impl Default for NodeConfig {
@@ -341,6 +347,8 @@ impl Default for NodeConfig {
             fsync: true,
             dedupe_ttl: None,
             shutdown_timeout: HumanDuration::secs(10),
+            encryption_key: None,
+            previous_keys: Vec::new(),
         }
     }
 }

@@ -114,6 +114,32 @@ impl Config {
         if self.node.dedupe_ttl.is_some_and(|d| d.0.is_zero()) {
             p.add("node.dedupe_ttl", "must be longer than zero");
         }
+        self.validate_keys(p);
+    }
+
+    /// Each key resolves to 32 bytes of base64; previous keys need a current one.
+    fn validate_keys(&self, p: &mut Problems) {
+        let node = &self.node;
+        let keys = node
+            .encryption_key
+            .iter()
+            .map(|k| ("node.encryption_key".to_string(), k));
+        let previous = node.previous_keys.iter().enumerate();
+        let previous = previous.map(|(i, k)| (format!("node.previous_keys[{i}]"), k));
+        for (at, r) in keys.chain(previous) {
+            let decoded = r
+                .resolve()
+                .and_then(|s| crate::store::decode_key(s.expose()));
+            if let Err(e) = decoded {
+                p.add(at, e);
+            }
+        }
+        if node.encryption_key.is_none() && !node.previous_keys.is_empty() {
+            p.add(
+                "node.previous_keys",
+                "needs node.encryption_key: new events are sealed with it while these open older ones",
+            );
+        }
     }
 
     fn validate_ingress(&self, p: &mut Problems) {

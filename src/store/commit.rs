@@ -106,7 +106,12 @@ impl Committer {
         keys_through: u64,
         marks_through: u64,
     ) -> Result<(), StoreError> {
-        let (Ok(records), Some(extras)) = (decode_batch(&e.batch), decode_extras(&e.extras)) else {
+        // A key that cannot open the record stops the start (the data stays).
+        let batch = match self.inner.seal.open(e.batch.clone()) {
+            Err(err) if err.is_key_problem() => return Err(StoreError::Key(err.to_string())),
+            opened => opened.unwrap_or_default(),
+        };
+        let (Ok(records), Some(extras)) = (decode_batch(&batch), decode_extras(&e.extras)) else {
             tracing::error!(seq = e.seq, "cannot read the keys of an outbox record back");
             return Ok(());
         };
@@ -120,7 +125,8 @@ impl Committer {
             }
             if e.seq > marks_through {
                 for m in x.marks {
-                    self.inner.local_first.insert(m, record.encode())?;
+                    let value = self.inner.seal.seal(record.encode());
+                    self.inner.local_first.insert(m, value)?;
                 }
             }
         }
@@ -140,7 +146,7 @@ impl Committer {
             let events = batch_count(&v).unwrap_or(0) as u32;
             self.inner.log.append(vec![NewBatch {
                 events,
-                batch: v.to_vec(),
+                batch: self.inner.seal.seal(v.to_vec()),
                 extras: encode_extras(&[]),
             }])?;
             moved += events as u64;
@@ -339,7 +345,8 @@ impl Committer {
             let mut extras = Extras::default();
             for sub in &ev.local_first {
                 let key = super::local_first::pending_key(sub, &ev.id);
-                staged.marks.insert(key.as_slice(), ev.record.as_slice());
+                let sealed = self.inner.seal.seal(ev.record.clone());
+                staged.marks.insert(key.as_slice(), sealed);
                 staged.marked = true;
                 extras.marks.push(key);
             }
@@ -437,8 +444,8 @@ struct Staged {
 }
 
 impl Staged {
-    /// Appends the records, with their keys and marks as extras, to the
-    /// outbox log as batches (durable on return), then writes the marks to
+    /// Appends the records (sealed, with a key), with their keys and marks
+    /// as extras, to the outbox log as batches (durable on return), then writes the marks to
     /// sled with the mark of the last record applied; returns the number of
     /// events written. The keys go to the key table after this. What a
     /// crash loses of either is taken back at open from the records' extras
@@ -453,7 +460,9 @@ impl Staged {
             .into_iter()
             .map(|r| NewBatch {
                 events: r.len() as u32,
-                batch: encode_batch(self.records[r.clone()].iter().map(Vec::as_slice)),
+                batch: inner.seal.seal(encode_batch(
+                    self.records[r.clone()].iter().map(Vec::as_slice),
+                )),
                 extras: encode_extras(&self.extras[r]),
             })
             .collect();

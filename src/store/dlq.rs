@@ -4,9 +4,10 @@
 //! operator replays or purges them.
 //!
 //! A value is a u32 length, the JSON of [`Letter`]'s bookkeeping, then the
-//! event as a [`Record`]. Every change is flushed before it returns, since
+//! event as a [`Record`], sealed as a whole (`seal.rs`). Every change is flushed before it returns, since
 //! the upstream copy is acked right after an entry is written.
 
+use super::seal::Keys;
 use super::{Record, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -32,30 +33,43 @@ pub struct LetterMeta {
 }
 
 impl Letter {
-    fn encode(&self) -> Vec<u8> {
-        encode_kept(&self.meta, &self.record)
+    fn encode(&self, keys: &Keys) -> Vec<u8> {
+        encode_kept(keys, &self.meta, &self.record)
     }
 
-    fn decode(seq: u64, b: &[u8]) -> Result<Self, String> {
-        let (meta, record) = decode_kept(b)?;
+    fn decode(keys: &Keys, seq: u64, b: &[u8]) -> Result<Self, StoreError> {
+        let (meta, record) = decode_kept(keys, seq, b)?;
         Ok(Self { seq, meta, record })
     }
 }
 
 /// An event kept aside with its bookkeeping: a u32 length, the JSON of the
-/// bookkeeping, then the event as a [`Record`]. Shared by the dead-letter
-/// queue and the parked events.
-pub(super) fn encode_kept(meta: &impl Serialize, record: &Record) -> Vec<u8> {
+/// bookkeeping, then the event as a [`Record`], sealed. Shared by the
+/// dead-letter queue and the parked events.
+pub(super) fn encode_kept(keys: &Keys, meta: &impl Serialize, record: &Record) -> Vec<u8> {
     let meta = serde_json::to_vec(meta).expect("plain data serialises");
     let record = record.encode();
     let mut out = Vec::with_capacity(4 + meta.len() + record.len());
     out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
     out.extend_from_slice(&meta);
     out.extend_from_slice(&record);
-    out
+    keys.seal(out)
 }
 
-pub(super) fn decode_kept<M: serde::de::DeserializeOwned>(b: &[u8]) -> Result<(M, Record), String> {
+/// The bookkeeping and event of kept entry `seq`: [`StoreError::Corrupt`]
+/// when it is damaged, [`StoreError::Key`] when no configured key opens it.
+pub(super) fn decode_kept<M: serde::de::DeserializeOwned>(
+    keys: &Keys,
+    seq: u64,
+    b: &[u8],
+) -> Result<(M, Record), StoreError> {
+    let b = keys
+        .open(b.to_vec())
+        .map_err(|e| StoreError::unsealed(seq, e))?;
+    parse_kept(&b).map_err(|reason| StoreError::Corrupt { seq, reason })
+}
+
+fn parse_kept<M: serde::de::DeserializeOwned>(b: &[u8]) -> Result<(M, Record), String> {
     let n = b
         .get(..4)
         .map(|h| u32::from_le_bytes(h.try_into().expect("4 bytes")) as usize)
@@ -67,8 +81,10 @@ pub(super) fn decode_kept<M: serde::de::DeserializeOwned>(b: &[u8]) -> Result<(M
 }
 
 /// Up to `limit` kept entries of `tree` after `after`, oldest first, each
-/// as `M` and its record; one that cannot be decoded is logged and skipped.
+/// as `M` and its record; one that cannot be decoded is logged and skipped
+/// (one that no configured key opens is an error).
 pub(super) fn page<M: serde::de::DeserializeOwned>(
+    keys: &Keys,
     tree: &sled::Tree,
     after: Option<u64>,
     limit: usize,
@@ -81,9 +97,12 @@ pub(super) fn page<M: serde::de::DeserializeOwned>(
         }
         let (k, v) = item?;
         let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
-        match decode_kept(&v) {
+        match decode_kept(keys, seq, &v) {
             Ok((meta, record)) => out.push((seq, meta, record)),
-            Err(e) => tracing::error!(seq, error = %e, "a kept entry cannot be decoded"),
+            Err(StoreError::Corrupt { reason, .. }) => {
+                tracing::error!(seq, error = %reason, "a kept entry cannot be decoded")
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(out)
@@ -94,7 +113,8 @@ impl Store {
     pub async fn dead_letter(&self, meta: LetterMeta, record: Record) -> Result<u64, StoreError> {
         let seq = self.inner.db.generate_id()?;
         let letter = Letter { seq, meta, record };
-        self.inner.dlq.insert(seq.to_be_bytes(), letter.encode())?;
+        let value = letter.encode(&self.inner.seal);
+        self.inner.dlq.insert(seq.to_be_bytes(), value)?;
         self.inner.dlq_count.fetch_add(1, Ordering::Relaxed);
         self.sync().await?;
         Ok(seq)
@@ -107,7 +127,7 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Letter>, StoreError> {
-        Ok(page(&self.inner.dlq, after, limit)?
+        Ok(page(&self.inner.seal, &self.inner.dlq, after, limit)?
             .into_iter()
             .map(|(seq, meta, record)| Letter { seq, meta, record })
             .collect())
@@ -115,18 +135,15 @@ impl Store {
 
     pub fn dead_letter_get(&self, seq: u64) -> Result<Option<Letter>, StoreError> {
         match self.inner.dlq.get(seq.to_be_bytes())? {
-            Some(v) => Letter::decode(seq, &v)
-                .map(Some)
-                .map_err(|reason| StoreError::Corrupt { seq, reason }),
+            Some(v) => Letter::decode(&self.inner.seal, seq, &v).map(Some),
             None => Ok(None),
         }
     }
 
     /// Rewrites a letter's bookkeeping (after a failed replay), durably.
     pub async fn dead_letter_update(&self, letter: &Letter) -> Result<(), StoreError> {
-        self.inner
-            .dlq
-            .insert(letter.seq.to_be_bytes(), letter.encode())?;
+        let value = letter.encode(&self.inner.seal);
+        self.inner.dlq.insert(letter.seq.to_be_bytes(), value)?;
         self.sync().await
     }
 
@@ -149,7 +166,8 @@ impl Store {
             let seq = u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
             let matches = match subscription {
                 None => true,
-                Some(s) => Letter::decode(seq, &v).is_ok_and(|l| l.meta.subscription == s),
+                Some(s) => Letter::decode(&self.inner.seal, seq, &v)
+                    .is_ok_and(|l| l.meta.subscription == s),
             };
             if matches && self.inner.dlq.remove(&k)?.is_some() {
                 self.inner.dlq_count.fetch_sub(1, Ordering::Relaxed);

@@ -8,10 +8,13 @@
 //! and turns each into a *seen* mark (`s\0…` -> expiry). The copy that
 //! comes back from upstream finds either mark and is not delivered again.
 //! Seen marks expire after the subscription's `local_first_ttl`.
+//! A pending mark's record is sealed like every stored event (`seal.rs`).
 
 use super::{Record, Store, StoreError};
 
 const PENDING: u8 = b'p';
+/// Where every pending mark's key starts.
+pub(super) const PENDING_PREFIX: [u8; 2] = [PENDING, 0];
 const SEEN: u8 = b's';
 
 pub(super) fn key(kind: u8, subscription: &str, id: &str) -> Vec<u8> {
@@ -45,8 +48,10 @@ impl Store {
         let mut out = Vec::new();
         for item in self.inner.local_first.scan_prefix(&prefix).take(limit) {
             let (k, v) = item?;
-            match Record::decode(&v) {
-                Ok(r) => out.push(r),
+            let opened = self.inner.seal.open(v.to_vec());
+            match opened.as_deref().map(Record::decode) {
+                Ok(Ok(r)) => out.push(r),
+                Err(e) if e.is_key_problem() => return Err(StoreError::Key(e.to_string())),
                 _ => {
                     tracing::error!(key = %String::from_utf8_lossy(&k), "local-first mark cannot be decoded; dropped");
                     self.inner.local_first.remove(k)?;

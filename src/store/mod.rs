@@ -13,6 +13,10 @@
 //! - `local_first`: marks of events delivered locally before upstream saw
 //!   them (`local_first.rs`).
 //!
+//! With `[node] encryption_key`, every value above that holds an event is
+//! sealed (`seal.rs`); a start whose keys cannot open what is stored stops
+//! before it writes anything (`at_rest.rs`).
+//!
 //! Invariants: only this module touches sled and the outbox files; only the
 //! committer thread (`commit.rs`) appends, inserts keys and calls `flush`;
 //! only the forwarder removes from the outbox (through
@@ -20,6 +24,7 @@
 //! is accepted only after the batch holding it was flushed (and fdatasync'd
 //! when `node.fsync` is on).
 
+mod at_rest;
 mod commit;
 mod dlq;
 mod keys;
@@ -29,13 +34,16 @@ mod outbox;
 mod parked;
 mod read;
 mod record;
+mod seal;
 mod space;
 mod sync;
 
+pub use at_rest::Encryption;
 pub use dlq::{Letter, LetterMeta};
 pub use outbox::Pos;
 pub use parked::{ParkReason, Parked, ParkedMeta};
 pub use record::{encode_fields, Record};
+pub use seal::{decode_key, key_id, KeyId, SealError};
 
 use crate::config::NodeConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +77,24 @@ pub enum StoreError {
     Failed(String),
     #[error("corrupt outbox record at {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    /// The configured keys cannot open what the store holds (or cannot be
+    /// read): the data stays as it is until the node has the right key.
+    #[error("encryption at rest: {0}")]
+    Key(String),
+}
+
+impl StoreError {
+    /// A stored value that did not open: a key problem stays one (the
+    /// value is left alone), damage is reported as corruption of `seq`.
+    fn unsealed(seq: u64, e: SealError) -> Self {
+        match e.is_key_problem() {
+            true => StoreError::Key(e.to_string()),
+            false => StoreError::Corrupt {
+                seq,
+                reason: e.to_string(),
+            },
+        }
+    }
 }
 
 /// An event to persist.
@@ -147,6 +173,10 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
+    /// Seals and opens every value that holds an event (`seal.rs`).
+    seal: seal::Keys,
+    /// Outbox records before this seq may be sealed with a previous key.
+    stale_before: AtomicU64,
     /// The events themselves (`outbox.rs`).
     log: outbox::Outbox,
     /// Where the forwarder last read (`read.rs`).
@@ -176,6 +206,7 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the store and starts its committer thread.
     pub fn open(cfg: &NodeConfig) -> Result<Store, StoreError> {
+        let seal = seal::Keys::from_config(cfg).map_err(StoreError::Key)?;
         std::fs::create_dir_all(&cfg.data_dir)?;
         space::before_open(&cfg.data_dir, cfg.disk_reserve.0);
         // sled's own background flusher is off: the committer is the one
@@ -202,6 +233,8 @@ impl Store {
             cfg.fsync,
         )?;
         let inner = Arc::new(Inner {
+            seal,
+            stale_before: AtomicU64::new(0),
             log: recovered.outbox,
             last_read: Mutex::new(None),
             corrupt: db.open_tree("corrupt")?,
@@ -219,7 +252,10 @@ impl Store {
             fatal: tokio::sync::watch::Sender::new(None),
             committer: Mutex::new(None),
         });
+        // Nothing is written before the keys are known to open what is there.
+        inner.check_keys(recovered.last)?;
         inner.count_kept();
+        inner.reseal_kept()?;
         let durability = match cfg.fsync {
             true => Some(sync::Durability::open(&cfg.data_dir)?),
             false => None,
@@ -301,6 +337,11 @@ impl Store {
     pub fn remember_max_event(&self, bytes: u64) -> Result<(), StoreError> {
         self.inner.db.insert(MAX_EVENT_KEY, &bytes.to_be_bytes())?;
         Ok(())
+    }
+
+    /// Encryption at rest, when a key is set.
+    pub fn encryption(&self) -> Option<Encryption> {
+        self.inner.encryption()
     }
 
     /// Whether new events are refused because the disk is nearly full.

@@ -103,6 +103,8 @@ pub struct Outbox {
 pub struct Recovered {
     pub outbox: Outbox,
     pub unapplied: Unapplied,
+    /// Where the last record starts, if there is one.
+    pub last: Option<Pos>,
 }
 
 /// The records after seq `after`, found from the segment starting at `from`.
@@ -144,8 +146,12 @@ impl Outbox {
             writer: Mutex::new(None),
             sync,
         };
-        let unapplied = outbox.recover(head, applied)?;
-        Ok(Recovered { outbox, unapplied })
+        let (unapplied, last) = outbox.recover(head, applied)?;
+        Ok(Recovered {
+            outbox,
+            unapplied,
+            last,
+        })
     }
 
     fn path(&self, segment: u64) -> PathBuf {
@@ -153,17 +159,19 @@ impl Outbox {
     }
 
     /// Finds the tail by reading the last segment, cuts a torn end, and
-    /// places the head.
+    /// places the head; returns the unapplied records and where the last
+    /// record starts.
     fn recover(
         &self,
         head: Option<(u64, Pos, u64)>,
         applied: u64,
-    ) -> Result<Unapplied, StoreError> {
+    ) -> Result<(Unapplied, Option<Pos>), StoreError> {
         let mut ends = Ends {
             next_seq: head.map_or(1, |h| h.0),
             ..Ends::default()
         };
         let firsts: Vec<u64> = self.lock_segments().keys().copied().collect();
+        let mut last_start = None;
         for &first in firsts.iter().rev() {
             let (last, valid_len) = self.scan(first)?;
             if valid_len < self.segment_len(first) {
@@ -176,6 +184,7 @@ impl Outbox {
                 self.lock_segments().insert(first, valid_len);
             }
             if let Some(e) = last {
+                last_start = Some(e.start);
                 ends.tail = e.end;
                 ends.next_seq = e.seq + 1;
                 ends.tail_cumulative = e.cumulative;
@@ -229,10 +238,11 @@ impl Outbox {
                 segment: *s,
                 offset: 0,
             });
-        Ok(Unapplied {
+        let unapplied = Unapplied {
             from,
             after: applied,
-        })
+        };
+        Ok((unapplied, last_start))
     }
 
     /// Hands each record after `u.after` to `apply`, one at a time (memory

@@ -51,26 +51,26 @@ impl Store {
     /// the forwarder's removal of the event's batch always comes before.
     pub fn park(&self, meta: ParkedMeta, record: &Record) -> Result<u64, StoreError> {
         let seq = self.inner.db.generate_id()?;
-        self.inner
-            .parked
-            .insert(seq.to_be_bytes(), encode_kept(&meta, record))?;
+        let value = encode_kept(&self.inner.seal, &meta, record);
+        self.inner.parked.insert(seq.to_be_bytes(), value)?;
         self.inner.parked_count.fetch_add(1, Ordering::Relaxed);
         Ok(seq)
     }
 
     /// Up to `limit` parked events after `after`, oldest first.
     pub fn parked(&self, after: Option<u64>, limit: usize) -> Result<Vec<Parked>, StoreError> {
-        Ok(super::dlq::page(&self.inner.parked, after, limit)?
-            .into_iter()
-            .map(|(seq, meta, record)| Parked { seq, meta, record })
-            .collect())
+        Ok(
+            super::dlq::page(&self.inner.seal, &self.inner.parked, after, limit)?
+                .into_iter()
+                .map(|(seq, meta, record)| Parked { seq, meta, record })
+                .collect(),
+        )
     }
 
     pub fn parked_get(&self, seq: u64) -> Result<Option<Parked>, StoreError> {
         match self.inner.parked.get(seq.to_be_bytes())? {
             Some(v) => {
-                let (meta, record) =
-                    decode_kept(&v).map_err(|reason| StoreError::Corrupt { seq, reason })?;
+                let (meta, record) = decode_kept(&self.inner.seal, seq, &v)?;
                 Ok(Some(Parked { seq, meta, record }))
             }
             None => Ok(None),

@@ -48,7 +48,7 @@ impl Store {
             let skip = from
                 .filter(|p| p.seq == entry.seq)
                 .map_or(0, |p| p.index as usize);
-            self.push_batch(&entry, skip, limit, &mut out)?;
+            self.push_batch(entry, skip, limit, &mut out)?;
         }
         Ok(out)
     }
@@ -102,21 +102,31 @@ impl Store {
     }
 
     /// Adds a batch's events from `skip` on (up to `limit` in all); an
-    /// undecodable batch is set aside.
+    /// undecodable batch is set aside. A batch no configured key opens
+    /// fails the store: the node stops with the reason, the data stays.
     fn push_batch(
         &self,
-        entry: &Entry,
+        mut entry: Entry,
         skip: usize,
         limit: usize,
         out: &mut Vec<Pending>,
     ) -> Result<(), StoreError> {
-        let records = match record::decode_batch(&entry.batch) {
+        let sealed = std::mem::take(&mut entry.batch);
+        let opened = match self.inner.seal.open(sealed.clone()) {
+            Err(e) if e.is_key_problem() => {
+                let e = StoreError::Key(e.to_string());
+                tracing::error!(seq = entry.seq, error = %e, "the forwarder cannot open an outbox record; the node stops");
+                self.inner.fatal.send_replace(Some(e.to_string()));
+                return Err(e);
+            }
+            Err(e) => Err(e.to_string()),
+            Ok(plain) => Ok(plain),
+        };
+        let records = match opened.and_then(|b| record::decode_batch(&b)) {
             Ok(r) => r,
             Err(reason) => {
                 tracing::error!(seq = entry.seq, %reason, "outbox batch cannot be decoded; moved aside to the corrupt tree");
-                self.inner
-                    .corrupt
-                    .insert(entry.seq.to_be_bytes(), entry.batch.as_slice())?;
+                self.inner.corrupt.insert(entry.seq.to_be_bytes(), sealed)?;
                 Vec::new()
             }
         };

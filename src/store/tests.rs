@@ -500,3 +500,115 @@ async fn keys_read_back_after_a_crash_may_span_outbox_segments() {
     }
     store.close().await;
 }
+
+/// A key file (outside the data dir) and the reference the config takes.
+fn key_ref(dir: &std::path::Path, name: &str, byte: u8) -> crate::config::SecretRef {
+    use base64::Engine;
+    let path = dir.with_extension(format!("{name}.key"));
+    std::fs::write(
+        &path,
+        base64::engine::general_purpose::STANDARD.encode([byte; 32]),
+    )
+    .unwrap();
+    crate::config::SecretRef::File(path.display().to_string())
+}
+
+/// Every byte of every file under `dir`.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        match path.is_dir() {
+            true => out.extend(all_bytes(&path)),
+            false => out.extend(std::fs::read(&path).unwrap()),
+        }
+    }
+    out
+}
+
+fn marked(id: &str) -> NewEvent {
+    let mut e = event(Some(id), id, 0);
+    let mut r = Record::decode(&e.record).unwrap();
+    r.payload = format!("{{\"card\":\"SECRET-MARKER-{id}\"}}").into_bytes();
+    e.record = r.encode();
+    e.local_first = vec!["kiosk".into()];
+    e
+}
+
+#[tokio::test]
+async fn sealed_stores_hold_no_plaintext_and_open_only_with_their_keys() {
+    let dir = tempdir("sealed");
+    let (a, b) = (key_ref(&dir, "a", 1), key_ref(&dir, "b", 2));
+    let with = |key: Option<&crate::config::SecretRef>, previous: &[&crate::config::SecretRef]| {
+        NodeConfig {
+            encryption_key: key.cloned(),
+            previous_keys: previous.iter().map(|r| (*r).clone()).collect(),
+            ..cfg(&dir)
+        }
+    };
+    let store = open(&with(Some(&a), &[]));
+    assert_eq!(
+        store
+            .persist(vec![marked("e1"), marked("e2")])
+            .await
+            .unwrap(),
+        vec![Outcome::Accepted; 2]
+    );
+    let pending = store.pending(None, 10).unwrap();
+    let meta = |n| LetterMeta {
+        subscription: "kiosk".into(),
+        targets: vec!["webhook".into()],
+        attempts: n,
+        last_error: "refused".into(),
+        dead_at: "2026-12-01T00:00:00Z".into(),
+    };
+    store
+        .dead_letter(meta(1), pending[0].record.clone())
+        .await
+        .unwrap();
+    let parked = ParkedMeta {
+        reason: ParkReason::TooLarge,
+        error: "too large".into(),
+        parked_at: "2026-12-01T00:00:00Z".into(),
+        times: 1,
+    };
+    store.park(parked, &pending[1].record).unwrap();
+    store.close().await;
+    let bytes = all_bytes(&dir);
+    assert!(
+        !bytes.windows(13).any(|w| w == b"SECRET-MARKER"),
+        "no payload byte in clear on disk"
+    );
+
+    // Without the key, or with another one, the start stops and says why.
+    for c in [with(None, &[]), with(Some(&b), &[])] {
+        let err = Store::open(&c).err().expect("refused");
+        assert!(matches!(err, StoreError::Key(_)), "{err}");
+        assert!(err.to_string().contains("sealed with key"), "{err}");
+    }
+    // A rotated key opens everything through the previous one, and seals
+    // what is kept again with the new key.
+    let store = open(&with(Some(&b), &[&a]));
+    let ids: Vec<_> = store
+        .pending(None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.record.id)
+        .collect();
+    assert_eq!(ids, ["e1", "e2"]);
+    assert_eq!(store.local_pending("kiosk", 10).unwrap().len(), 2);
+    assert_eq!(store.dead_letters(None, 10).unwrap()[0].meta, meta(1));
+    assert_eq!(store.parked(None, 10).unwrap()[0].record.id, "e2");
+    let enc = store.encryption().unwrap();
+    assert!(
+        enc.older_records_in_outbox,
+        "the outbox still holds records sealed with a"
+    );
+    store.close().await;
+    // Kept entries no longer need the previous key; the outbox still does.
+    let err = Store::open(&with(Some(&b), &[]))
+        .err()
+        .expect("the outbox needs key a");
+    assert!(matches!(err, StoreError::Key(_)));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
