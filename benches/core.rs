@@ -11,6 +11,7 @@
 //!     against jetedge delivering to a site subject and to a webhook
 //!     (`core/egress.rs`, `JETEDGE_BENCH_EGRESS`, default 20000 events);
 //! (k) (c) over TLS (rustls, ECDSA P-256 certificate), against (c);
+//! (l) (c) with encryption at rest on (`[node] encryption_key`), against (c);
 //! (j) the outbox drain over a slow uplink (256 kbit/s, 200 ms round trip,
 //!     a bandwidth-limited proxy), as a share of the link's capacity
 //!     (`JETEDGE_BENCH_SLOW_EVENTS`, default 1500).
@@ -18,7 +19,8 @@
 //! Run with `scripts/bench.sh` (or `cargo bench --bench core`). Sizes:
 //! `JETEDGE_BENCH_EVENTS` (default 200000) for (a) and (b),
 //! `JETEDGE_BENCH_REQUESTS` (default 100000) and `JETEDGE_BENCH_CONCURRENCY`
-//! (default 64) for (c).
+//! (default 64) for (c); `JETEDGE_BENCH_ROUNDS` (default 3) for the turns
+//! (c), (k) and (l) take.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -83,10 +85,29 @@ async fn run() {
         concurrency,
         body: body_of,
         tls: None,
+        node: "",
     };
-    let c = ingest(&nats, &load, true, "").await;
+    let pki = TempDir::new("bench-tls");
+    let ca = support::tls::Ca::new("bench CA");
+    let (cert, key) = ca.server().write(pki.path(), "server");
+    let tls_line = format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let over_tls = Load {
+        tls: Some((tls_line, support::tls::client_config(&ca, None))),
+        ..load.clone()
+    };
+    std::env::set_var(BENCH_KEY_ENV, BENCH_KEY);
+    let sealed = Load {
+        node: AT_REST,
+        ..load.clone()
+    };
+    let rounds = env_usize("JETEDGE_BENCH_ROUNDS", if full { 3 } else { 1 });
+    let [c, k, l] = best_of(&nats, [&load, &over_tls, &sealed], rounds).await;
     println!(
-        "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on)",
+        "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on; best of {rounds})",
         c.rate
     );
     println!(
@@ -102,25 +123,19 @@ async fn run() {
         "(d) the same ingest, forwarding paused   {:>10.0} events/s  (p50 {:.2} ms, p99 {:.2} ms)",
         d.rate, d.p50_ms, d.p99_ms
     );
-    let pki = TempDir::new("bench-tls");
-    let ca = support::tls::Ca::new("bench CA");
-    let (cert, key) = ca.server().write(pki.path(), "server");
-    let tls_line = format!(
-        "tls = {{ cert = {:?}, key = {:?} }}",
-        cert.display().to_string(),
-        key.display().to_string()
-    );
-    let over_tls = Load {
-        tls: Some((tls_line, support::tls::client_config(&ca, None))),
-        ..load
-    };
-    let k = ingest(&nats, &over_tls, true, "").await;
     println!(
         "(k) the same ingest over TLS (rustls)    {:>10.0} events/s  (k/c = {:.2}, target >= 0.80; p50 {:.2} ms, p99 {:.2} ms)",
         k.rate,
         k.rate / c.rate,
         k.p50_ms,
         k.p99_ms
+    );
+    println!(
+        "(l) the same ingest, encryption at rest  {:>10.0} events/s  (l/c = {:.2}, target >= 0.90; p50 {:.2} ms, p99 {:.2} ms)",
+        l.rate,
+        l.rate / c.rate,
+        l.p50_ms,
+        l.p99_ms
     );
     let slow_events = env_usize("JETEDGE_BENCH_SLOW_EVENTS", 1_500 / scale.min(15));
     let (j, share) = slow_drain(&nats, slow_events).await;
@@ -144,6 +159,7 @@ async fn run() {
         concurrency,
         body: pipeline::body,
         tls: None,
+        node: "",
     };
     let off = ingest(&nats, &pii, true, "").await;
     let on = ingest(&nats, &pii, true, pipeline::RULES).await;
@@ -173,13 +189,21 @@ async fn run() {
 }
 
 /// The shape of an ingest run.
+#[derive(Clone)]
 struct Load {
     requests: usize,
     concurrency: usize,
     body: fn(usize) -> Vec<u8>,
     /// Over TLS: the node's `tls` line and the client's config.
     tls: Option<(String, Arc<rustls::ClientConfig>)>,
+    /// Extra `[node]` lines.
+    node: &'static str,
 }
+
+/// The variable holding (l)'s key, and that key (32 bytes in base64).
+const BENCH_KEY_ENV: &str = "JETEDGE_BENCH_AT_REST_KEY";
+const BENCH_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+const AT_REST: &str = "encryption_key = \"env:JETEDGE_BENCH_AT_REST_KEY\"";
 
 /// A 1 KiB order webhook body; `n` makes each one distinct.
 fn body_of(n: usize) -> Vec<u8> {
@@ -237,12 +261,19 @@ async fn bare_publisher(nats: &NatsServer, n: usize) -> f64 {
 
 /// A node on `nats` with `rules` (TOML) appended to the test config.
 async fn start_node(dir: &TempDir, upstream: &str, rules: &str) -> NodeHandle {
-    start_node_with(dir, upstream, rules, "").await
+    start_node_with(dir, upstream, rules, "", "").await
 }
 
 /// As [`start_node`], with `ingress` added to `[ingress]` (a `tls` line).
-async fn start_node_with(dir: &TempDir, upstream: &str, rules: &str, ingress: &str) -> NodeHandle {
+async fn start_node_with(
+    dir: &TempDir,
+    upstream: &str,
+    rules: &str,
+    ingress: &str,
+    node: &str,
+) -> NodeHandle {
     let text = node_config(dir.path(), &[upstream.to_string()])
+        .replacen("[node]\n", &format!("[node]\n{node}\n"), 1)
         .replace("max_buffer = \"512MiB\"", "max_buffer = \"8GiB\"")
         .replace(
             "max_body = \"64KiB\"",
@@ -324,12 +355,29 @@ struct IngestFigures {
     drain_after_s: f64,
 }
 
+/// (c), (k) and (l), compared with each other: they run in turns, each
+/// round in a rotated order, and each keeps its best round, so the host's
+/// drift during the run does not fall on one of them.
+async fn best_of(nats: &NatsServer, loads: [&Load; 3], rounds: usize) -> [IngestFigures; 3] {
+    let mut best: [Option<IngestFigures>; 3] = Default::default();
+    for round in 0..rounds {
+        for i in 0..loads.len() {
+            let v = (round + i) % loads.len();
+            let f = ingest(nats, loads[v], true, "").await;
+            if best[v].as_ref().is_none_or(|b| f.rate > b.rate) {
+                best[v] = Some(f);
+            }
+        }
+    }
+    best.map(|b| b.expect("at least one round"))
+}
+
 /// (c): `n` signed webhooks from `concurrency` keep-alive connections.
 async fn ingest(nats: &NatsServer, load: &Load, forwarding: bool, rules: &str) -> IngestFigures {
     let (n, concurrency) = (load.requests, load.concurrency);
     let dir = TempDir::new("bench-ingest");
     let tls_line = load.tls.as_ref().map_or("", |(line, _)| line.as_str());
-    let node = start_node_with(&dir, &nats.url(), rules, tls_line).await;
+    let node = start_node_with(&dir, &nats.url(), rules, tls_line, load.node).await;
     node.pause_forwarding(!forwarding);
     // Built and signed up front, so the load generator costs little more
     // than its socket calls (as wrk would) and is not counted against the node.

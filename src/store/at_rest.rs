@@ -2,11 +2,12 @@
 //! must open what is stored before anything is written (a wrong or missing
 //! key stops the start and leaves every byte where it is), and dead
 //! letters, parked events and local-first records sealed with a previous
-//! key are sealed again with the current one, so after a rotation only the
+//! key (or written plain before encryption was on) are sealed again with
+//! the current one, once per key change, so after a rotation only the
 //! outbox's older records still need the previous keys, until they drain.
 
 use super::outbox::Pos;
-use super::{local_first, Inner, StoreError};
+use super::{local_first, meta, Inner, StoreError};
 use std::sync::atomic::Ordering;
 
 /// Encryption at rest as `/admin/status` shows it.
@@ -56,10 +57,14 @@ impl Inner {
     }
 
     /// Seals dead letters, parked events and pending local-first records
-    /// that a previous key sealed with the current one (only when previous
-    /// keys are configured: it reads every entry).
+    /// that a previous key sealed, or that are plain, with the current key.
+    /// It reads every entry, so it runs only when the key changed since
+    /// the last time (kept in sled's default tree).
     pub(super) fn reseal_kept(&self) -> Result<(), StoreError> {
-        if self.seal.previous().is_empty() {
+        let Some(current) = self.seal.current() else {
+            return Ok(());
+        };
+        if meta::kept_key(&self.db)? == current.bytes() {
             return Ok(());
         }
         let mut n = 0;
@@ -68,11 +73,13 @@ impl Inner {
         }
         let pending = self.local_first.scan_prefix(local_first::PENDING_PREFIX);
         n += self.reseal(&self.local_first, pending)?;
+        meta::set_kept_key(&self.db, &current.bytes())?;
+        self.db.flush()?;
         if n > 0 {
-            self.db.flush()?;
             tracing::info!(
                 entries = n,
-                "sealed dead letters, parked events and local-first records again with the current key"
+                key = %current,
+                "sealed the dead letters, parked events and local-first records with the current key"
             );
         }
         Ok(())
@@ -82,7 +89,7 @@ impl Inner {
         let mut n = 0;
         for item in items {
             let (k, v) = item?;
-            if !self.seal.is_stale(&v) {
+            if !self.seal.is_older(&v) {
                 continue;
             }
             match self.seal.open(v.to_vec()) {

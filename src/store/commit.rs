@@ -82,7 +82,7 @@ impl Committer {
         let inner = self.inner.clone();
         let replayed = inner.log.replay(unapplied, |e| {
             records += 1;
-            self.apply_extras(&e, keys_through, marks_through)
+            self.apply_extras(e, keys_through, marks_through)
         })?;
         // Segments wholly before the head can go once their keys are back.
         self.inner.log.delete_before(self.inner.log.ends().head)?;
@@ -102,12 +102,12 @@ impl Committer {
     /// marks (if sled does not) back.
     fn apply_extras(
         &mut self,
-        e: &Entry,
+        e: Entry,
         keys_through: u64,
         marks_through: u64,
     ) -> Result<(), StoreError> {
         // A key that cannot open the record stops the start (the data stays).
-        let batch = match self.inner.seal.open(e.batch.clone()) {
+        let batch = match self.inner.seal.open(e.batch) {
             Err(err) if err.is_key_problem() => return Err(StoreError::Key(err.to_string())),
             opened => opened.unwrap_or_default(),
         };

@@ -1,6 +1,6 @@
 //! The outbox log's bookkeeping in sled's default tree: where its head is
 //! (the next batch to forward) and the last record whose local-first marks
-//! are in sled. Both are written by the committer before
+//! are in sled; and the key the kept entries were last sealed with. Both are written by the committer before
 //! its flush, after what they describe, so sled's recovery of a prefix of
 //! its log never has them ahead of the facts.
 
@@ -9,6 +9,7 @@ use super::StoreError;
 
 const HEAD: &[u8] = b"outbox.head";
 const APPLIED: &[u8] = b"outbox.applied";
+const KEPT_KEY: &[u8] = b"kept.sealed_with";
 
 /// The head: next seq, its position, and events appended before it.
 pub fn head(db: &sled::Db) -> Result<Option<(u64, Pos, u64)>, StoreError> {
@@ -49,5 +50,16 @@ pub fn applied(db: &sled::Db) -> Result<u64, StoreError> {
 
 pub fn set_applied(db: &sled::Db, seq: u64) -> Result<(), StoreError> {
     db.insert(APPLIED, &seq.to_le_bytes())?;
+    Ok(())
+}
+
+/// The key id dead letters, parked events and local-first records were
+/// last all sealed with (empty: none, or never recorded).
+pub fn kept_key(db: &sled::Db) -> Result<Vec<u8>, StoreError> {
+    Ok(db.get(KEPT_KEY)?.map(|v| v.to_vec()).unwrap_or_default())
+}
+
+pub fn set_kept_key(db: &sled::Db, id: &[u8]) -> Result<(), StoreError> {
+    db.insert(KEPT_KEY, id)?;
     Ok(())
 }

@@ -111,8 +111,8 @@ impl Store {
         limit: usize,
         out: &mut Vec<Pending>,
     ) -> Result<(), StoreError> {
-        let sealed = std::mem::take(&mut entry.batch);
-        let opened = match self.inner.seal.open(sealed.clone()) {
+        let batch = std::mem::take(&mut entry.batch);
+        let opened = match self.inner.seal.open(batch) {
             Err(e) if e.is_key_problem() => {
                 let e = StoreError::Key(e.to_string());
                 tracing::error!(seq = entry.seq, error = %e, "the forwarder cannot open an outbox record; the node stops");
@@ -126,7 +126,10 @@ impl Store {
             Ok(r) => r,
             Err(reason) => {
                 tracing::error!(seq = entry.seq, %reason, "outbox batch cannot be decoded; moved aside to the corrupt tree");
-                self.inner.corrupt.insert(entry.seq.to_be_bytes(), sealed)?;
+                // The record as it lies on disk (still sealed, with a key).
+                let raw = self.inner.log.damaged_record(entry.start).map(|(b, _)| b);
+                let raw = raw.unwrap_or_default();
+                self.inner.corrupt.insert(entry.seq.to_be_bytes(), raw)?;
                 Vec::new()
             }
         };

@@ -40,6 +40,12 @@ impl fmt::Display for KeyId {
     }
 }
 
+impl KeyId {
+    pub fn bytes(&self) -> [u8; KEY_ID] {
+        self.0
+    }
+}
+
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyId({self})")
@@ -174,11 +180,6 @@ impl Keys {
         }
     }
 
-    /// Whether a stored value was sealed with a key other than the current one.
-    pub fn is_stale(&self, stored: &[u8]) -> bool {
-        sealed_with(stored).is_some_and(|id| Some(id) != self.current())
-    }
-
     /// Whether a stored value is not what this node writes now: sealed
     /// with a previous key, or plain while a key is set.
     pub fn is_older(&self, stored: &[u8]) -> bool {
@@ -273,8 +274,10 @@ mod tests {
         let old = Keys::new(Some(&A), &[]).seal(b"x".to_vec());
         let rotated = Keys::new(Some(&B), &[A]);
         assert_eq!(rotated.open(old.clone()), Ok(b"x".to_vec()));
-        assert!(rotated.is_stale(&old));
-        assert!(!rotated.is_stale(&rotated.seal(b"y".to_vec())));
+        assert!(rotated.is_older(&old));
+        assert!(rotated.is_older(b"\x01plain"));
+        assert!(!rotated.is_older(&rotated.seal(b"y".to_vec())));
+        assert!(!Keys::new(None, &[]).is_older(b"\x01plain"));
         let id = key_id(&A);
         let err = Keys::new(Some(&B), &[]).open(old.clone()).unwrap_err();
         assert_eq!(err, SealError::UnknownKey(id));

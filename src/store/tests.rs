@@ -605,10 +605,28 @@ async fn sealed_stores_hold_no_plaintext_and_open_only_with_their_keys() {
         "the outbox still holds records sealed with a"
     );
     store.close().await;
-    // Kept entries no longer need the previous key; the outbox still does.
+    // The outbox still needs the previous key; once it is forwarded, the
+    // kept entries (sealed again at the rotation) open with the new key alone.
     let err = Store::open(&with(Some(&b), &[]))
         .err()
         .expect("the outbox needs key a");
     assert!(matches!(err, StoreError::Key(_)));
+    let store = open(&with(Some(&b), &[&a]));
+    let done = store
+        .pending(None, 10)
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| p.batch_done)
+        .collect();
+    store.remove_forwarded(done).await.unwrap();
+    store.sync().await.unwrap();
+    assert!(!store.encryption().unwrap().older_records_in_outbox);
+    store.close().await;
+    let store = open(&with(Some(&b), &[]));
+    assert_eq!(store.backlog().0, 0);
+    assert_eq!(store.dead_letters(None, 10).unwrap()[0].meta, meta(1));
+    assert_eq!(store.parked(None, 10).unwrap().len(), 1);
+    assert_eq!(store.local_pending("kiosk", 10).unwrap().len(), 2);
+    store.close().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,6 +11,7 @@ mod crash;
 mod dedupe;
 mod durability;
 mod egress;
+mod encryption;
 mod failover;
 mod filter_redact;
 mod forward;
