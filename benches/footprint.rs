@@ -17,7 +17,8 @@
 //!    the rate and peak RSS.
 //!
 //! `scripts/footprint.sh` runs it (`JETEDGE_FOOTPRINT_EVENTS`, default
-//! 1,000,000); `cargo test --all-targets` runs a small one.
+//! 1,000,000; `JETEDGE_FOOTPRINT_SEALED=1` with encryption at rest on);
+//! `cargo test --all-targets` runs a small one.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -53,11 +54,25 @@ async fn run() {
     upstream.stop();
     let dir = TempDir::new("footprint");
     let data = dir.path().join("data");
+    // JETEDGE_FOOTPRINT_SEALED=1: the same with encryption at rest on.
+    let sealed = std::env::var("JETEDGE_FOOTPRINT_SEALED").is_ok_and(|v| v == "1");
+    let key_line = match sealed {
+        true => {
+            std::env::set_var(
+                "JETEDGE_FOOTPRINT_KEY",
+                "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+            );
+            "[node]\nencryption_key = \"env:JETEDGE_FOOTPRINT_KEY\"\n"
+        }
+        false => "[node]\n",
+    };
     let text = node_config(&data, &[upstream.url()])
+        .replacen("[node]\n", key_line, 1)
         .replace("max_buffer = \"512MiB\"", "max_buffer = \"64GiB\"")
         .replace("max_body = \"64KiB\"", "max_body = \"4MiB\"");
     let mut node = Binary::configured(dir.path(), &text);
-    println!("jetedge footprint: {n} events of about 1 KiB, the jetedge binary of this build (release under cargo bench), upstream down while buffering");
+    println!("jetedge footprint: {n} events of about 1 KiB, the jetedge binary of this build (release under cargo bench), upstream down while buffering{}",
+        if sealed { ", encryption at rest on" } else { "" });
 
     tokio::task::block_in_place(|| node.start());
     tokio::time::sleep(Duration::from_secs(1)).await;

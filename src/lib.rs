@@ -178,7 +178,7 @@ impl Node {
         ));
         let ingress = tokio::spawn(ingress::http::serve(listener, server, stop_ingress.clone()));
         tracing::info!(node = %cfg.node.id, ingress = %ingress_addr, admin = ?admin_addr,
-            upstream = ?upstream::redacted_urls(&cfg.upstream.servers), subscriptions = cfg.subscriptions.len(),
+            upstream = ?cfg.upstream.servers, subscriptions = cfg.subscriptions.len(),
             data_dir = %cfg.node.data_dir.display(), "jetedge started");
         Ok(NodeHandle {
             ingress_addr,

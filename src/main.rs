@@ -124,7 +124,8 @@ fn check(path: &Path) -> ExitCode {
                 cfg.routes.len(),
                 cfg.redactions.len(),
                 cfg.subscriptions.len(),
-                cfg.upstream.servers.join(", ")
+                // Shown redacted: a server URL may carry a password.
+                cfg.upstream.servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             );
             if let Some(line) = encryption_line(&cfg.node) {
                 println!("{line}");

@@ -95,24 +95,13 @@ pub async fn connect(
     let servers: Vec<ServerAddr> = cfg
         .servers
         .iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|e| format!("{role} server {:?}: {e}", crate::config::redact_url(s)))
-        })
+        .map(|s| s.parse().map_err(|e| format!("{role} server {s:?}: {e}")))
         .collect::<Result<_, _>>()?;
     let client = opts
         .connect(servers)
         .await
         .map_err(|e| format!("cannot set up the {role} NATS client: {e}"))?;
     Ok((client, rx))
-}
-
-/// Server URLs fit for logs (no passwords or tokens).
-pub fn redacted_urls(servers: &[String]) -> Vec<String> {
-    servers
-        .iter()
-        .map(|s| crate::config::redact_url(s))
-        .collect()
 }
 
 /// The client dropped a message its subscription had no room for: counted,

@@ -13,7 +13,7 @@ mod subscription;
 mod units;
 mod validate;
 
-pub use secret::{redact_url, token_eq, Secret, SecretRef};
+pub use secret::{redact_url, token_eq, Secret, SecretRef, Url};
 pub use subscription::Deliver;
 pub use units::{parse_size, ByteSize, HumanDuration};
 
@@ -173,7 +173,7 @@ pub struct StreamTarget {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WebhookTarget {
-    pub url: String,
+    pub url: Url,
     /// Standard Webhooks secret (`whsec_` + base64).
     pub secret: SecretRef,
     #[serde(default = "default_target_timeout")]
@@ -398,7 +398,7 @@ impl Default for IngressConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
-    pub servers: Vec<String>,
+    pub servers: Vec<Url>,
     pub stream: String,
     pub subject_prefix: String,
     /// Create the stream (subjects `{prefix}.>`) when it does not exist.
@@ -451,7 +451,7 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LocalConfig {
-    pub servers: Vec<String>,
+    pub servers: Vec<Url>,
     /// Subject events are published on for ingest: `{prefix}.{source}[.…]`.
     pub ingest_subject: String,
     /// Queue group, so several jetedge processes on one site share the work.
@@ -494,7 +494,7 @@ impl Default for LocalConfig {
 pub struct Endpoint<'a> {
     /// "upstream" or "local", for logs and errors.
     pub role: &'static str,
-    pub servers: &'a [String],
+    pub servers: &'a [Url],
     pub token: Option<&'a SecretRef>,
     pub user: Option<&'a str>,
     pub password: Option<&'a SecretRef>,

@@ -64,6 +64,44 @@ impl<'de> Deserialize<'de> for SecretRef {
     }
 }
 
+/// A URL from the config, which may carry credentials (`nats://user:pass@…`,
+/// `?token=…`): its `Debug` and `Display` show it as [`redact_url`] does;
+/// [`Url::as_str`] (or deref) is the URL itself, for connecting.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Url(String);
+
+impl Url {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Url {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl std::ops::Deref for Url {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
 /// A resolved secret value. Its `Debug` and `Display` are redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -235,7 +235,7 @@ impl Forwarder {
             }
             if !connected && warned_at.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                 let (events, bytes) = self.store.backlog();
-                tracing::warn!(servers = ?crate::upstream::redacted_urls(&self.cfg.servers),
+                tracing::warn!(servers = ?self.cfg.servers,
                     backlog_events = events, backlog_bytes = bytes,
                     "upstream unreachable; accepting and buffering events until it returns");
                 warned_at = Some(Instant::now());

@@ -189,3 +189,73 @@ client_identities = ["kiosk-1"]
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
 }
+
+#[test]
+fn check_shows_the_encryption_key_by_id_and_never_a_secret() {
+    let dir = TempDir::new("cli-secrets");
+    let key = dir.path().join("store.key");
+    let key_text = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    std::fs::write(&key, format!("{key_text}\n")).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "k1-token-value").unwrap();
+    let hook = dir.path().join("hook");
+    std::fs::write(&hook, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let file = dir.path().join("secrets.toml");
+    let text = format!(
+        r#"
+[node]
+encryption_key = "file:{}"
+[upstream]
+servers = ["nats://edge:hunter2-pass@127.0.0.1:4222"]
+token = "file:{}"
+[[subscription]]
+name = "apps"
+subjects = ["events.>"]
+to_webhook = {{ url = "http://127.0.0.1:9/hook?token=url-token-value", secret = "file:{}" }}
+"#,
+        key.display(),
+        token.display(),
+        hook.display()
+    );
+    std::fs::write(&file, &text).unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 0, "{out}");
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = i as u8 + 1;
+    }
+    let id = jetedge::store::key_id(&bytes).to_string();
+    assert!(
+        out.contains(&format!("encryption at rest: key {id}")),
+        "{out}"
+    );
+    for secret in [
+        key_text,
+        "hunter2-pass",
+        "url-token-value",
+        "k1-token",
+        "whsec_",
+    ] {
+        assert!(!out.contains(secret), "{secret:?} shown in:\n{out}");
+    }
+    let cfg = jetedge::config::Config::load(&file).unwrap();
+    let shown = format!("{cfg:?}");
+    for secret in [
+        key_text,
+        "hunter2-pass",
+        "url-token-value",
+        "k1-token",
+        "whsec_",
+    ] {
+        assert!(!shown.contains(secret), "{secret:?} in the config's Debug");
+    }
+
+    // A key that is not 32 bytes of base64 is named by its key path.
+    std::fs::write(&key, "c2hvcnQ=").unwrap();
+    let (code, out) = check(&file);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("node.encryption_key") && out.contains("5 bytes, not 32"),
+        "{out}"
+    );
+}
