@@ -86,15 +86,15 @@ fn main() -> ExitCode {
             Some(cfg) => report(send::send(&cfg, &args)),
             None => ExitCode::from(2),
         },
-        Command::Status(args) => match load(&args.file.config) {
+        Command::Status(args) => match load_for_admin(&args.file.config) {
             Some(cfg) => report(ctl::status(&cfg, &args)),
             None => ExitCode::from(2),
         },
-        Command::Dlq(args) => match load(&args.common.file.config) {
+        Command::Dlq(args) => match load_for_admin(&args.common.file.config) {
             Some(cfg) => report(ctl::dlq(&cfg, &args)),
             None => ExitCode::from(2),
         },
-        Command::Parked(args) => match load(&args.common.file.config) {
+        Command::Parked(args) => match load_for_admin(&args.common.file.config) {
             Some(cfg) => report(ctl::parked(&cfg, &args)),
             None => ExitCode::from(2),
         },
@@ -102,13 +102,15 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &Path) -> Option<Config> {
-    match Config::load(path) {
-        Ok(cfg) => Some(cfg),
-        Err(e) => {
-            eprint!("{e}");
-            None
-        }
-    }
+    Config::load(path).map_err(|e| eprint!("{e}")).ok()
+}
+
+/// The config as the admin commands need it: parsed, not validated, no
+/// secret resolved but the admin token (see [`Config::load_for_admin`]).
+fn load_for_admin(path: &Path) -> Option<Config> {
+    Config::load_for_admin(path)
+        .map_err(|e| eprint!("{e}"))
+        .ok()
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -708,6 +708,25 @@ impl Config {
 
     /// Reads, overrides from the environment, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::read(path, |text| Self::from_toml(text, std::env::vars()))
+    }
+
+    /// Reads, overrides and parses a config file without validating it:
+    /// what the commands that only talk to a running node's admin API
+    /// need. They resolve the admin token and nothing else, so they work
+    /// in a shell that has none of the service's secrets.
+    pub fn load_for_admin(path: &Path) -> Result<Config, ConfigError> {
+        Self::read(path, |text| {
+            let mut table = parse_text(text)?;
+            env::apply_overrides(&mut table, std::env::vars())?;
+            parse_table(table)
+        })
+    }
+
+    fn read(
+        path: &Path,
+        parse: impl FnOnce(&str) -> Result<Config, Vec<Problem>>,
+    ) -> Result<Config, ConfigError> {
         let fail = |problems| ConfigError {
             file: path.to_path_buf(),
             problems,
@@ -718,7 +737,7 @@ impl Config {
                 message: format!("cannot read the file: {e}"),
             }])
         })?;
-        Self::from_toml(&text, std::env::vars()).map_err(fail)
+        parse(&text).map_err(fail)
     }
 
     /// Parses config text with the given environment (for overrides), and validates it.
@@ -726,12 +745,7 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, Vec<Problem>> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            vec![Problem {
-                path: String::new(),
-                message: format!("not valid TOML: {}", e.to_string().trim()),
-            }]
-        })?;
+        let mut table = parse_text(text)?;
         env::apply_overrides(&mut table, env)?;
         let config = parse_table(table)?;
         let problems = config.validate();
@@ -741,6 +755,15 @@ impl Config {
             Err(problems)
         }
     }
+}
+
+fn parse_text(text: &str) -> Result<toml::Table, Vec<Problem>> {
+    toml::from_str(text).map_err(|e| {
+        vec![Problem {
+            path: String::new(),
+            message: format!("not valid TOML: {}", e.to_string().trim()),
+        }]
+    })
 }
 
 /// Deserializes the table, reporting every unknown key (not just the first)

@@ -206,16 +206,21 @@ async fn with_no_token_configured_the_node_makes_one_only_its_user_can_read() {
     let (status, _) = call(addr, "GET", "/admin/status", Some(&node.admin_token)).await;
     assert_eq!(status, 200);
 
-    // The CLI finds the token beside the store.
+    // The CLI finds the token beside the store, in a shell that has none
+    // of the service's secrets (the config's sources name one).
     let conf = dir.path().join("node.toml");
     std::fs::write(&conf, &text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetedge"))
-        .args(["status", "-c"])
-        .arg(&conf)
-        .args(["--admin", &format!("http://{addr}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    for command in [&["status"][..], &["dlq", "list"], &["parked", "list"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetedge"))
+            .args(command)
+            .arg("-c")
+            .arg(&conf)
+            .args(["--admin", &format!("http://{addr}")])
+            .env_remove(support::SECRET_ENV)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command:?}: {out:?}");
+    }
     node.shutdown().await;
 
     // A restart keeps the token.
