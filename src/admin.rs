@@ -10,6 +10,7 @@
 use crate::egress::{Egress, ReplayError, Replayed};
 use crate::ingress::http::{error_response, json_response, query_param};
 use crate::metrics::Metrics;
+use crate::reload::ReloadError;
 use crate::store::{Letter, Store, StoreError};
 use crate::upstream::LinkState;
 use bytes::Bytes;
@@ -43,7 +44,9 @@ pub struct Admin {
     pub held: Arc<std::sync::Mutex<Option<String>>>,
     pub egress: Arc<Egress>,
     /// For the rate limits' counters.
-    pub ingest: Arc<crate::ingress::Ingest>,
+    pub ingest: Arc<crate::reload::Live<crate::ingress::Ingest>>,
+    /// `POST /admin/reload`.
+    pub reloader: Arc<crate::reload::Reloader>,
     /// `[admin] tls`, when the listener speaks TLS.
     pub tls: Option<Arc<crate::tls::Reloading>>,
     /// Host names (besides IP addresses and `localhost`) a request may be
@@ -211,6 +214,8 @@ impl Admin {
         match (req.method(), segments.as_slice()) {
             (&Method::GET, [] | [""]) => self.page(),
             (&Method::GET, ["metrics"]) => self.prometheus(),
+            (&Method::POST, ["admin", "reload"]) => self.reload().await,
+            (_, ["admin", "reload"]) => Fail::MethodNotAllowed.response(),
             (m, ["admin", rest @ ..]) if known(rest) => {
                 let query = req.uri().query();
                 match self.api(m, rest, query).await {
@@ -220,6 +225,31 @@ impl Admin {
             }
             (_, ["metrics"]) => Fail::MethodNotAllowed.response(),
             _ => error_response(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        }
+    }
+
+    /// `POST /admin/reload`: the config file read again and applied; 422
+    /// with every problem (and nothing changed) when it is invalid.
+    async fn reload(&self) -> Resp {
+        match self.reloader.reload_file().await {
+            Ok(report) => json_response(
+                StatusCode::OK,
+                json!({"status": "reloaded", "changed": report.changed,
+                       "restart_required": report.restart_required}),
+            ),
+            Err(e) => {
+                let problems: Vec<Value> = match &e {
+                    ReloadError::Invalid(list) => list
+                        .iter()
+                        .map(|p| json!({"path": p.path, "message": p.message}))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"error": {"code": e.code(), "message": e.to_string(), "problems": problems}}),
+                )
+            }
         }
     }
 
@@ -341,7 +371,7 @@ impl Admin {
             self.store.parked_count(),
         ));
         text.push_str(&crate::metrics::render_rate_limited(
-            &self.ingest.rate_limited(),
+            &self.ingest.get().rate_limited(),
         ));
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(

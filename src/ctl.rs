@@ -361,6 +361,24 @@ fn print_replay(v: &Value) {
 
 /// One admin API call; an error answer becomes an error with its message.
 async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> anyhow::Result<Value> {
+    let (status, v, body) = call_raw(cfg, args, method, path).await?;
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().map_or_else(
+            || String::from_utf8_lossy(&body).into_owned(),
+            str::to_string,
+        );
+        bail!("{status}: {msg}");
+    }
+    Ok(v)
+}
+
+/// One admin API call: its status, its JSON (`null` if none) and its body.
+async fn call_raw(
+    cfg: &Config,
+    args: &AdminArgs,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<(StatusCode, Value, Bytes)> {
     let base = match &args.admin {
         Some(u) => u.trim_end_matches('/').to_string(),
         None if cfg.admin.listen.is_empty() => {
@@ -376,14 +394,53 @@ async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> any
         .await
         .with_context(|| format!("cannot reach the node's admin API at {base} (is it running?)"))?;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let msg = v["error"]["message"].as_str().map_or_else(
-            || String::from_utf8_lossy(&body).into_owned(),
-            str::to_string,
-        );
-        bail!("{status}: {msg}");
+    Ok((status, v, body))
+}
+
+/// `jetedge reload`: the node reads its config file again. `Ok(false)`
+/// when the file is invalid (every problem printed; the node kept its
+/// running config).
+#[tokio::main]
+pub async fn reload(cfg: &Config, args: &AdminArgs) -> anyhow::Result<bool> {
+    let (status, v, body) = call_raw(cfg, args, Method::POST, "/admin/reload").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
     }
-    Ok(v)
+    let list = |v: &Value| -> Vec<String> {
+        let items = v.as_array().into_iter().flatten();
+        items
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    match status {
+        StatusCode::OK if !args.json => {
+            let changed = list(&v["changed"]);
+            match changed.is_empty() {
+                true => println!("reloaded: nothing changed"),
+                false => println!("reloaded: {}", changed.join("; ")),
+            }
+            for key in list(&v["restart_required"]) {
+                println!("needs a restart to take effect: {key} (the running value is kept)");
+            }
+            Ok(true)
+        }
+        StatusCode::OK => Ok(true),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            eprintln!(
+                "{}",
+                v["error"]["message"].as_str().unwrap_or("reload refused")
+            );
+            for p in v["error"]["problems"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "  - {}: {}",
+                    p["path"].as_str().unwrap_or(""),
+                    p["message"].as_str().unwrap_or("")
+                );
+            }
+            Ok(false)
+        }
+        _ => bail!("{status}: {}", String::from_utf8_lossy(&body)),
+    }
 }
 
 /// The URL of a listener of the config, https when it has `tls`.

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod ingress;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod signature;
 pub mod store;
 pub mod tls;
@@ -66,6 +67,7 @@ pub struct NodeHandle {
     admin: Option<JoinHandle<()>>,
     forwarder: JoinHandle<()>,
     shutdown_timeout: std::time::Duration,
+    reloader: Arc<reload::Reloader>,
 }
 
 impl Node {
@@ -80,7 +82,7 @@ impl Node {
         let metrics = Arc::new(metrics::Metrics::default());
         let ingest = ingress::Ingest::new(&cfg, store.clone(), metrics.clone())
             .map_err(StartError::Setup)?;
-        let ingest = Arc::new(ingest);
+        let ingest = Arc::new(reload::Live::new(ingest));
         // Both listeners first: a taken port fails the start before any task runs.
         let (listener, ingress_addr) = bind(&cfg.ingress.listen).await?;
         let admin_listener = match cfg.admin.listen.as_str() {
@@ -113,7 +115,7 @@ impl Node {
             shutdown: stop_forwarder.clone(),
             drain_timeout: cfg.node.shutdown_timeout.0,
             paused,
-            max_event: ingest.max_event.clone(),
+            max_event: ingest.get().max_event.clone(),
             route_subjects: pipeline::filter::route_subjects(
                 &cfg.routes,
                 &cfg.upstream.subject_prefix,
@@ -144,6 +146,17 @@ impl Node {
             Some(_) => admin::token(&cfg, true).map_err(StartError::Setup)?,
             None => String::new(),
         };
+        let admin_tls = listener_tls("admin", cfg.admin.tls.as_ref(), &stop_ingress)?;
+        let ingress_tls = listener_tls("ingress", cfg.ingress.tls.as_ref(), &stop_ingress)?;
+        let shutdown_timeout = cfg.node.shutdown_timeout.0;
+        let reloader = Arc::new(reload::Reloader {
+            current: tokio::sync::Mutex::new(cfg.clone()),
+            ingest: ingest.clone(),
+            egress: egress.clone(),
+            ingress_tls: ingress_tls.clone(),
+            admin_tls: admin_tls.clone(),
+            metrics: metrics.clone(),
+        });
         let admin_state = admin::Admin {
             node: cfg.node.id.clone(),
             token: admin_token.clone(),
@@ -155,14 +168,15 @@ impl Node {
             held,
             egress: egress.clone(),
             ingest: ingest.clone(),
-            tls: listener_tls("admin", cfg.admin.tls.as_ref(), &stop_ingress)?,
+            reloader: reloader.clone(),
+            tls: admin_tls,
             hosts: cfg.admin.hosts.clone(),
         };
         let admin_addr = admin_listener.as_ref().map(|(_, addr)| *addr);
         let admin = admin_listener.map(|(l, _)| {
             tokio::spawn(admin::serve(l, Arc::new(admin_state), stop_ingress.clone()))
         });
-        let tls = listener_tls("ingress", cfg.ingress.tls.as_ref(), &stop_ingress)?;
+        let tls = ingress_tls;
         let server = Arc::new(ingress::http::Server::new(
             ingest.clone(),
             ingress::http::Limits {
@@ -196,7 +210,8 @@ impl Node {
             local,
             admin,
             forwarder,
-            shutdown_timeout: cfg.node.shutdown_timeout.0,
+            shutdown_timeout,
+            reloader,
         })
     }
 }
@@ -256,6 +271,17 @@ impl NodeHandle {
     /// from what is on disk.
     pub async fn failed(&self) -> String {
         self.store.failed().await
+    }
+
+    /// Reads the config file the node was started from again and applies
+    /// it (SIGHUP); see [`reload`].
+    pub async fn reload(&self) -> Result<reload::Report, reload::ReloadError> {
+        self.reloader.reload_file().await
+    }
+
+    /// Applies a config given whole (a test, an embedding program).
+    pub async fn apply(&self, cfg: config::Config) -> Result<reload::Report, reload::ReloadError> {
+        self.reloader.apply(cfg).await
     }
 
     /// Holds (`true`) or resumes (`false`) forwarding; ingest goes on either way.

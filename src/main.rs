@@ -58,6 +58,9 @@ enum Command {
     Dlq(ctl::DlqArgs),
     /// Inspect, replay or purge events upstream refused for good.
     Parked(ctl::ParkedArgs),
+    /// Make a running node read its config file again (as SIGHUP does);
+    /// exit 2 with every problem if the file is invalid.
+    Reload(ctl::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,13 @@ fn main() -> ExitCode {
         },
         Command::Parked(args) => match load_for_admin(&args.common.file.config) {
             Some(cfg) => report(ctl::parked(&cfg, &args)),
+            None => ExitCode::from(2),
+        },
+        Command::Reload(args) => match load_for_admin(&args.file.config) {
+            Some(cfg) => match ctl::reload(&cfg, &args) {
+                Ok(false) => ExitCode::from(2),
+                other => report(other.map(|_| ())),
+            },
             None => ExitCode::from(2),
         },
     }
@@ -187,9 +197,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let node = jetedge::Node::start(cfg)
         .await
         .context("the node could not start")?;
-    let failure = tokio::select! {
-        _ = wait_for_signal() => None,
-        reason = node.failed() => Some(reason),
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing a SIGHUP handler")?;
+    let failure = {
+        let (stop, failed) = (wait_for_signal(), node.failed());
+        tokio::pin!(stop, failed);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break None,
+                reason = &mut failed => break Some(reason),
+                // SIGHUP: read the config file again (the reloader logs the outcome).
+                _ = hangup.recv() => {
+                    let _ = node.reload().await;
+                }
+            }
+        }
     };
     node.shutdown().await;
     match failure {

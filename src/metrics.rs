@@ -42,6 +42,9 @@ pub struct Metrics {
     pub commit_errors: AtomicU64,
     /// Events a routing rule (or the default action) dropped.
     pub events_filtered: AtomicU64,
+    /// Config reloads applied, and refused (invalid) or failed.
+    pub reloads: AtomicU64,
+    pub reloads_failed: AtomicU64,
     rejected: [AtomicU64; ERROR_CODES.len()],
     redacted: [AtomicU64; COUNTED.len()],
 }
@@ -137,6 +140,16 @@ impl Metrics {
             "jetedge_events_filtered",
             "Events dropped by a routing rule (answered 202 filtered).",
             load(&self.events_filtered),
+        );
+        counter(
+            "jetedge_config_reloads",
+            "Config reloads applied (SIGHUP, POST /admin/reload, jetedge reload).",
+            load(&self.reloads),
+        );
+        counter(
+            "jetedge_config_reloads_failed",
+            "Config reloads refused (an invalid file) or failed; the running config was kept.",
+            load(&self.reloads_failed),
         );
         let _ = writeln!(out, "# HELP jetedge_values_redacted Values redacted before the outbox, by detector (path: whole-value rules).\n# TYPE jetedge_values_redacted counter");
         for (i, d) in COUNTED.iter().enumerate() {

@@ -161,7 +161,7 @@ pub fn webhook(cfg: &crate::config::WebhookTarget) -> Result<rustls::ClientConfi
 
 /// A listener's TLS config, swapped whole when its files change.
 pub struct Reloading {
-    files: TlsConfig,
+    files: RwLock<TlsConfig>,
     current: RwLock<Arc<ServerConfig>>,
     /// What the files looked like when `current` was built.
     seen: RwLock<Vec<Option<(SystemTime, u64)>>>,
@@ -172,8 +172,21 @@ impl Reloading {
         Ok(Self {
             current: RwLock::new(Arc::new(server_config(files)?)),
             seen: RwLock::new(stamps(files)),
-            files: files.clone(),
+            files: RwLock::new(files.clone()),
         })
+    }
+
+    /// Takes new files (a config reload): they must load, else nothing changes.
+    pub fn set_files(&self, files: &TlsConfig) -> Result<(), TlsError> {
+        if *self.files.read().expect("tls files") == *files {
+            return Ok(());
+        }
+        let config = server_config(files)?;
+        *self.files.write().expect("tls files") = files.clone();
+        *self.seen.write().expect("tls stamps") = stamps(files);
+        *self.current.write().expect("tls config") = Arc::new(config);
+        tracing::info!(cert = %files.cert.display(), "TLS files changed by a reload; new connections use them");
+        Ok(())
     }
 
     /// The config for a new connection.
@@ -184,15 +197,16 @@ impl Reloading {
     /// Rebuilds the config when the files changed (or `force`); a config
     /// that does not build is logged and the old one kept.
     pub fn reload(&self, force: bool) {
-        let now = stamps(&self.files);
+        let files = self.files.read().expect("tls files").clone();
+        let now = stamps(&files);
         if !force && *self.seen.read().expect("tls stamps") == now {
             return;
         }
         *self.seen.write().expect("tls stamps") = now;
-        match server_config(&self.files) {
+        match server_config(&files) {
             Ok(c) => {
                 *self.current.write().expect("tls config") = Arc::new(c);
-                tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded; new connections use it");
+                tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded; new connections use it");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous certificate")

@@ -60,7 +60,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 pub struct Config {
     #[serde(default)]
     pub node: NodeConfig,
@@ -82,10 +82,13 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// The file it was read from (`Config::load`), which a reload reads again.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// `[admin]`: the operators' listener (metrics, status, DLQ).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct AdminConfig {
     /// Empty: no admin listener.
@@ -113,7 +116,7 @@ impl Default for AdminConfig {
 }
 
 /// `[[subscription]]`: upstream subjects pushed out to the site's microapps.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SubscriptionConfig {
     pub name: String,
     /// Upstream subject filters (NATS wildcards allowed).
@@ -161,7 +164,7 @@ fn default_ack_wait() -> HumanDuration {
     HumanDuration::secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StreamTarget {
     /// Subject published on; a local stream must capture it.
     pub subject: String,
@@ -171,7 +174,7 @@ pub struct StreamTarget {
     pub timeout: HumanDuration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct WebhookTarget {
     pub url: Url,
     /// Standard Webhooks secret (`whsec_` + base64).
@@ -194,7 +197,7 @@ fn default_target_timeout() -> HumanDuration {
 /// Retries of one message: attempt n waits a random time up to
 /// `min(max, initial * multiplier^(n-1))` (full jitter), or what a
 /// `Retry-After` asks for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct RetryConfig {
     pub initial: HumanDuration,
@@ -217,7 +220,7 @@ impl Default for RetryConfig {
 
 /// A target failing `failures` times in a row is left alone for
 /// `cool_off`, then probed with one message.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct BreakerConfig {
     pub failures: u32,
@@ -234,7 +237,7 @@ impl Default for BreakerConfig {
 }
 
 /// `[routing]`: what happens to an event no `[[route]]` matches.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(default)]
 pub struct RoutingConfig {
     pub default_action: RouteAction,
@@ -249,7 +252,7 @@ pub enum RouteAction {
 }
 
 /// `[[route]]`: ordered, the first whose `match` holds decides.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RouteConfig {
     /// A name for logs and metrics.
     pub name: Option<String>,
@@ -263,7 +266,7 @@ pub struct RouteConfig {
 }
 
 /// `[[redact]]`: what to hide in which events (see `pipeline::redact`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RedactConfig {
     /// Sources the rule applies to; all when empty.
     #[serde(default)]
@@ -305,7 +308,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct NodeConfig {
     /// Names this node in event sources (`/jetedge/{id}/{source}`) and in
@@ -353,7 +356,7 @@ impl Default for NodeConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct IngressConfig {
     pub listen: String,
@@ -395,7 +398,7 @@ impl Default for IngressConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
     pub servers: Vec<Url>,
@@ -448,7 +451,7 @@ impl Default for UpstreamConfig {
 }
 
 /// `[local]`: the site's nats-server, where microapps and kiosks live.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct LocalConfig {
     pub servers: Vec<Url>,
@@ -534,7 +537,7 @@ impl LocalConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UpstreamTls {
     /// PEM file of the CA that signed the servers' certificates.
     pub ca: Option<PathBuf>,
@@ -601,7 +604,7 @@ pub enum Encoding {
     Base64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SourceConfig {
     pub name: String,
     pub verify: Scheme,
@@ -708,7 +711,9 @@ impl Config {
 
     /// Reads, overrides from the environment, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Self::read(path, |text| Self::from_toml(text, std::env::vars()))
+        let mut cfg = Self::read(path, |text| Self::from_toml(text, std::env::vars()))?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Reads, overrides and parses a config file without validating it:

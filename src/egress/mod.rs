@@ -276,10 +276,21 @@ pub enum ReplayError {
 
 /// Every subscription and its tasks.
 pub struct Egress {
-    subs: Vec<Arc<Subscription>>,
+    running: std::sync::RwLock<Vec<Running>>,
     store: Store,
     stop: CancellationToken,
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    upstream: Upstream,
+    site: Option<Site>,
+    http: crate::tls::HttpClient,
+    node: String,
+}
+
+/// A subscription, its tasks, and the secret its targets were built with
+/// (a rotation behind the same reference restarts it on reload).
+struct Running {
+    sub: Arc<Subscription>,
+    secret: Option<crate::config::Secret>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// The upstream side egress pulls from.
@@ -298,40 +309,110 @@ impl Egress {
         upstream: Upstream,
         site: Option<Site>,
     ) -> Result<Egress, String> {
-        let stop = CancellationToken::new();
-        let http = crate::tls::plain_client();
-        let mut subs = Vec::new();
-        let mut tasks = Vec::new();
-        for s in &cfg.subscriptions {
-            let targets = Target::all(s, site.as_ref(), &http)?;
-            let sub = Arc::new(Subscription::new(
-                s,
-                &cfg.node.id,
-                targets,
-                store.clone(),
-                stop.child_token(),
-            ));
-            tasks.push(tokio::spawn(consumer::run(
-                sub.clone(),
-                upstream.client.clone(),
-                upstream.link.clone(),
-                upstream.stream.clone(),
-            )));
-            if s.local_first {
-                tasks.push(tokio::spawn(local_first::run(sub.clone())));
-            }
-            subs.push(sub);
-        }
-        Ok(Egress {
-            subs,
+        let egress = Egress {
+            running: std::sync::RwLock::new(Vec::new()),
             store,
-            stop,
-            tasks: std::sync::Mutex::new(tasks),
-        })
+            stop: CancellationToken::new(),
+            upstream,
+            site,
+            http: crate::tls::plain_client(),
+            node: cfg.node.id.clone(),
+        };
+        let built = egress.build_all(&cfg.subscriptions)?;
+        let running = built.into_iter().map(|b| egress.launch(b)).collect();
+        *egress.running.write().expect("subscriptions") = running;
+        Ok(egress)
+    }
+
+    /// Every subscription built (targets made, secrets read), not started:
+    /// one that cannot be built fails the lot.
+    fn build_all(&self, subs: &[SubscriptionConfig]) -> Result<Vec<Built>, String> {
+        subs.iter()
+            .map(|s| {
+                let targets = Target::all(s, self.site.as_ref(), &self.http)?;
+                let sub = Subscription::new(
+                    s,
+                    &self.node,
+                    targets,
+                    self.store.clone(),
+                    self.stop.child_token(),
+                );
+                Ok(Built {
+                    sub: Arc::new(sub),
+                    secret: webhook_secret(s),
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a built subscription's consumer (and local-first worker).
+    fn launch(&self, b: Built) -> Running {
+        let mut tasks = vec![tokio::spawn(consumer::run(
+            b.sub.clone(),
+            self.upstream.client.clone(),
+            self.upstream.link.clone(),
+            self.upstream.stream.clone(),
+        ))];
+        if b.sub.cfg.local_first {
+            tasks.push(tokio::spawn(local_first::run(b.sub.clone())));
+        }
+        Running {
+            sub: b.sub,
+            secret: b.secret,
+            tasks,
+        }
+    }
+
+    /// Brings the subscriptions to `cfg`'s: removed and changed ones
+    /// (their config, or the secret behind their webhook's reference)
+    /// stop, handing unsettled messages back upstream, then added and
+    /// changed ones start on their durable consumers. Unchanged ones run
+    /// on untouched. Returns what it did, one line per subscription.
+    pub async fn reconcile(&self, cfg: &Config) -> Result<Vec<String>, String> {
+        let built = self.build_all(&cfg.subscriptions)?;
+        let (keep, stop, report) = {
+            let running = self.running.read().expect("subscriptions");
+            let current: Vec<&Running> = running.iter().collect();
+            plan_subscriptions(&current, built)
+        };
+        let mut stopped = Vec::new();
+        {
+            let mut running = self.running.write().expect("subscriptions");
+            let (stays, goes): (Vec<Running>, Vec<Running>) = std::mem::take(&mut *running)
+                .into_iter()
+                .partition(|r| !stop.contains(&r.sub.cfg.name));
+            *running = stays;
+            stopped.extend(goes);
+        }
+        for r in &stopped {
+            r.sub.stop.cancel();
+        }
+        for r in stopped {
+            for t in r.tasks {
+                if tokio::time::timeout(Duration::from_secs(30), t)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(subscription = %r.sub.cfg.name, "a subscription did not stop in time");
+                }
+            }
+        }
+        let started: Vec<Running> = keep.into_iter().map(|b| self.launch(b)).collect();
+        self.running.write().expect("subscriptions").extend(started);
+        Ok(report)
     }
 
     pub fn status(&self) -> Vec<SubscriptionStatus> {
-        self.subs.iter().map(|s| s.status()).collect()
+        let running = self.running.read().expect("subscriptions");
+        running.iter().map(|r| r.sub.status()).collect()
+    }
+
+    fn subscription(&self, name: &str) -> Option<Arc<Subscription>> {
+        let running = self.running.read().expect("subscriptions");
+        running
+            .iter()
+            .find(|r| r.sub.cfg.name == name)
+            .map(|r| r.sub.clone())
     }
 
     /// Tries a dead letter's owed targets once more.
@@ -340,11 +421,7 @@ impl Egress {
             .store
             .dead_letter_get(id)?
             .ok_or(ReplayError::NotFound(id))?;
-        let Some(sub) = self
-            .subs
-            .iter()
-            .find(|s| s.cfg.name == letter.meta.subscription)
-        else {
+        let Some(sub) = self.subscription(&letter.meta.subscription) else {
             return Err(ReplayError::NoSubscription {
                 id,
                 name: letter.meta.subscription,
@@ -398,11 +475,56 @@ impl Egress {
     /// to upstream for redelivery.
     pub async fn shutdown(&self, timeout: Duration) {
         self.stop.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().expect("task list"));
-        for t in tasks {
+        let running = std::mem::take(&mut *self.running.write().expect("subscriptions"));
+        for t in running.into_iter().flat_map(|r| r.tasks) {
             if tokio::time::timeout(timeout, t).await.is_err() {
                 tracing::warn!("a subscription did not stop in time");
             }
         }
     }
+}
+
+/// A subscription built from its config, not started yet.
+struct Built {
+    sub: Arc<Subscription>,
+    secret: Option<crate::config::Secret>,
+}
+
+/// The resolved secret of a subscription's webhook, if it has one.
+fn webhook_secret(cfg: &SubscriptionConfig) -> Option<crate::config::Secret> {
+    cfg.to_webhook.as_ref()?.secret.resolve().ok()
+}
+
+/// Which of `built` to start (new or changed), which running ones to stop
+/// (removed or changed), and a line for each.
+fn plan_subscriptions(
+    running: &[&Running],
+    built: Vec<Built>,
+) -> (Vec<Built>, Vec<String>, Vec<String>) {
+    let (mut start, mut stop, mut report) = (Vec::new(), Vec::new(), Vec::new());
+    for r in running {
+        let name = &r.sub.cfg.name;
+        if !built.iter().any(|b| &b.sub.cfg.name == name) {
+            stop.push(name.clone());
+            report.push(format!("subscription {name}: removed"));
+        }
+    }
+    for b in built {
+        let name = b.sub.cfg.name.clone();
+        match running.iter().find(|r| r.sub.cfg.name == name) {
+            None => report.push(format!("subscription {name}: added")),
+            Some(r) if r.sub.cfg != b.sub.cfg => {
+                report.push(format!("subscription {name}: changed"));
+                stop.push(name);
+            }
+            Some(r) if r.secret != b.secret => {
+                report.push(format!("subscription {name}: secret changed"));
+                stop.push(name);
+            }
+            // Unchanged: the running one stays, this build is dropped.
+            Some(_) => continue,
+        }
+        start.push(b);
+    }
+    (start, stop, report)
 }

@@ -38,7 +38,8 @@ pub struct Limits {
 
 /// Shared by every connection.
 pub struct Server {
-    pub ingest: Arc<Ingest>,
+    /// Replaced whole by a reload; each request keeps the one it began with.
+    pub ingest: Arc<crate::reload::Live<Ingest>>,
     pub limits: Limits,
     pub link: watch::Receiver<LinkState>,
     /// Room for request bodies in memory, in bytes (`ingress.body_memory`).
@@ -49,7 +50,7 @@ pub struct Server {
 
 impl Server {
     pub fn new(
-        ingest: Arc<Ingest>,
+        ingest: Arc<crate::reload::Live<Ingest>>,
         limits: Limits,
         link: watch::Receiver<LinkState>,
         tls: Option<Arc<crate::tls::Reloading>>,
@@ -158,7 +159,8 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, shutdown: Cancell
                 }
                 Some(config) => {
                     let timeout = srv.limits.header_timeout;
-                    let tls = crate::tls::accept(config, stream, timeout, &srv.ingest.metrics);
+                    let metrics = srv.ingest.get().metrics.clone();
+                    let tls = crate::tls::accept(config, stream, timeout, &metrics);
                     let Some(stream) = tls.await else {
                         return;
                     };
@@ -204,15 +206,17 @@ impl Server {
 
     async fn handle(&self, req: Request<Incoming>, identities: &[String]) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
+        let ingest = self.ingest.get();
+        let ingest = ingest.as_ref();
         let result = match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => {
                 Ok(json_response(StatusCode::OK, json!({"status": "ok"})))
             }
-            (&Method::GET, "/readyz") => Ok(self.readyz()),
-            (&Method::POST, "/v1/events") => self.events(req, identities).await,
+            (&Method::GET, "/readyz") => Ok(self.readyz(ingest)),
+            (&Method::POST, "/v1/events") => self.events(ingest, req, identities).await,
             (&Method::POST, p) if p.starts_with("/v1/webhooks/") => {
                 let name = p["/v1/webhooks/".len()..].to_string();
-                self.webhook(&name, req, identities).await
+                self.webhook(ingest, &name, req, identities).await
             }
             (_, "/healthz" | "/readyz" | "/v1/events") => Err(ApiError::MethodNotAllowed),
             (_, p) if p.starts_with("/v1/webhooks/") => Err(ApiError::MethodNotAllowed),
@@ -220,7 +224,7 @@ impl Server {
         };
         result.unwrap_or_else(|e| {
             let (status, code) = e.status_and_code();
-            self.ingest.metrics.reject(code);
+            ingest.metrics.reject(code);
             // Counted; a storm of refusals is summarised once a minute
             // (`metrics::report_refusals`), never logged line by line.
             tracing::debug!(%path, status = status.as_u16(), code, reason = %e.message(), "request refused");
@@ -234,8 +238,8 @@ impl Server {
         })
     }
 
-    fn readyz(&self) -> Response<Full<Bytes>> {
-        let store = self.ingest.store();
+    fn readyz(&self, ingest: &Ingest) -> Response<Full<Bytes>> {
+        let store = ingest.store();
         let (events, bytes) = store.backlog();
         // Ready while offline: buffering is the job.
         // A full disk keeps the node ready: it is open and draining, which
@@ -254,17 +258,17 @@ impl Server {
 
     async fn webhook(
         &self,
+        ingest: &Ingest,
         name: &str,
         req: Request<Incoming>,
         identities: &[String],
     ) -> Result<Response<Full<Bytes>>, ApiError> {
-        let source = self.ingest.admit(name, Via::Http { identities })?;
+        let source = ingest.admit(name, Via::Http { identities })?;
         require_json(req.headers(), false)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
         let now = OffsetDateTime::now_utc();
-        self.ingest
-            .verify(source, &parts.headers, &body, now.unix_timestamp())?;
+        ingest.verify(source, &parts.headers, &body, now.unix_timestamp())?;
         let value: Value = parse_json(&body)?;
         let event = source
             .shape
@@ -274,24 +278,24 @@ impl Server {
                 n
             })
             .map_err(Rejection::from);
-        let answer = self.ingest.persist(name, vec![event]).await.remove(0);
+        let answer = ingest.persist(name, vec![event]).await.remove(0);
         Ok(single_answer(answer))
     }
 
     async fn events(
         &self,
+        ingest: &Ingest,
         req: Request<Incoming>,
         identities: &[String],
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         let name = query_param(req.uri().query(), "source")
-            .unwrap_or_else(|| self.ingest.events_source.clone());
-        let source = self.ingest.admit(&name, Via::Http { identities })?;
+            .unwrap_or_else(|| ingest.events_source.clone());
+        let source = ingest.admit(&name, Via::Http { identities })?;
         let batch_type = require_json(req.headers(), true)?;
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
         let now = OffsetDateTime::now_utc();
-        self.ingest
-            .verify(source, &parts.headers, &body, now.unix_timestamp())?;
+        ingest.verify(source, &parts.headers, &body, now.unix_timestamp())?;
         let normalise = |v: Value| -> Result<Normalised, Rejection> {
             source
                 .shape
@@ -309,15 +313,14 @@ impl Server {
                     ));
                 }
                 let events = items.into_iter().map(normalise).collect();
-                let answers = self.ingest.persist(&name, events).await;
+                let answers = ingest.persist(&name, events).await;
                 Ok(batch_answer(answers))
             }
             _ if batch_type => Err(ApiError::BadRequest(
                 "a cloudevents-batch body must be a JSON array".into(),
             )),
             single => {
-                let answer = self
-                    .ingest
+                let answer = ingest
                     .persist(&name, vec![normalise(single)])
                     .await
                     .remove(0);

@@ -45,8 +45,13 @@ struct Parsed {
 const BURST: usize = 512;
 
 /// Serves NATS ingest until `stop`.
-pub async fn serve(client: Client, cfg: LocalConfig, ingest: Arc<Ingest>, stop: CancellationToken) {
-    let allowed = allowed_sources(&cfg, &ingest);
+pub async fn serve(
+    client: Client,
+    cfg: LocalConfig,
+    live: Arc<crate::reload::Live<Ingest>>,
+    stop: CancellationToken,
+) {
+    let allowed = allowed_sources(&cfg, &live.get());
     let prefix = cfg.ingest_prefix().to_string();
     let mut sub = match client
         .queue_subscribe(cfg.ingest_subject.clone(), cfg.queue.clone())
@@ -83,6 +88,10 @@ pub async fn serve(client: Client, cfg: LocalConfig, ingest: Arc<Ingest>, stop: 
                 _ => break,
             }
         }
+        // A reload may have changed the sources: each burst takes the
+        // ingest of the moment, and who may publish with it.
+        let ingest = live.get();
+        let allowed = allowed_sources(&cfg, &ingest);
         handle_burst(&client, &ingest, &prefix, &allowed, burst).await;
     }
 }

@@ -185,6 +185,15 @@ impl Ingest {
         })
     }
 
+    /// The same ingest under a new config: sources rebuilt (their secrets
+    /// read again), rules compiled, limits fresh; the store, the metrics and
+    /// the size limit the forwarder learns are shared with this one.
+    pub fn rebuild(&self, cfg: &Config) -> Result<Self, String> {
+        let mut next = Self::new(cfg, self.store.clone(), self.metrics.clone())?;
+        next.max_event = self.max_event.clone();
+        Ok(next)
+    }
+
     pub fn source_names(&self) -> impl Iterator<Item = &str> {
         self.sources.keys().map(String::as_str)
     }

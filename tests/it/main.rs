@@ -20,5 +20,6 @@ mod local_ingest;
 mod nats_security;
 mod poison;
 mod redaction;
+mod reload;
 mod slow_link;
 mod tls;
