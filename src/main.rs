@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod ctl;
+mod notify;
 mod send;
 
 /// mimalloc: the data path allocates many short-lived buffers per event
@@ -44,12 +45,22 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    file: ConfigArg,
+    /// Also print the config as the node reads it: the file with the
+    /// JETEDGE_* environment overrides applied, URLs' credentials hidden.
+    #[arg(long)]
+    print: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the node until SIGTERM or Ctrl-C.
     Run(ConfigArg),
     /// Validate a config file; print every problem with its key path; exit 2 if invalid.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Post a test event to a running node, signed the way the source expects.
     Send(send::SendArgs),
     /// Show a running node's state: link, backlog, subscriptions, breakers.
@@ -74,7 +85,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Check(a) => check(&a.config),
+        Command::Check(a) => check(&a.file.config, a.print),
         Command::Run(a) => match load(&a.config) {
             Some(cfg) => match run(cfg) {
                 Err(e) if is_key_problem(&e) => {
@@ -123,7 +134,16 @@ fn load_for_admin(path: &Path) -> Option<Config> {
         .ok()
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, print: bool) -> ExitCode {
+    if print {
+        match Config::effective_toml(path) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprint!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match load(path) {
         Some(cfg) => {
             for w in cfg.warnings() {
@@ -197,6 +217,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let node = jetedge::Node::start(cfg)
         .await
         .context("the node could not start")?;
+    notify::notify("READY=1");
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing a SIGHUP handler")?;
     let failure = {
@@ -208,11 +229,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 reason = &mut failed => break Some(reason),
                 // SIGHUP: read the config file again (the reloader logs the outcome).
                 _ = hangup.recv() => {
+                    notify::notify("RELOADING=1");
                     let _ = node.reload().await;
+                    notify::notify("READY=1");
                 }
             }
         }
     };
+    notify::notify("STOPPING=1");
     node.shutdown().await;
     match failure {
         // A non-zero exit, so that the service manager restarts the node.

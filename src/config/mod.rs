@@ -728,6 +728,22 @@ impl Config {
         })
     }
 
+    /// The file as the node reads it, environment overrides applied, as
+    /// TOML, for `jetedge check --print`. Secrets are references in the
+    /// file already; a URL's password or token is shown as `***`.
+    pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
+        let mut out = String::new();
+        Self::read(path, |text| {
+            let mut table = parse_text(text)?;
+            env::apply_overrides(&mut table, std::env::vars())?;
+            let mut value = toml::Value::Table(table);
+            redact_urls(&mut value);
+            out = toml::to_string_pretty(&value).unwrap_or_default();
+            Ok(Config::default())
+        })?;
+        Ok(out)
+    }
+
     fn read(
         path: &Path,
         parse: impl FnOnce(&str) -> Result<Config, Vec<Problem>>,
@@ -759,6 +775,16 @@ impl Config {
         } else {
             Err(problems)
         }
+    }
+}
+
+/// Every string that is a URL, redacted in place.
+fn redact_urls(v: &mut toml::Value) {
+    match v {
+        toml::Value::String(s) if s.contains("://") => *s = redact_url(s),
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_urls),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| redact_urls(v)),
+        _ => {}
     }
 }
 

@@ -259,3 +259,28 @@ to_webhook = {{ url = "http://127.0.0.1:9/hook?token=url-token-value", secret = 
         "{out}"
     );
 }
+
+#[test]
+fn check_print_shows_the_file_with_its_overrides_and_hides_url_credentials() {
+    let dir = TempDir::new("cli-print");
+    let file = dir.path().join("print.toml");
+    std::fs::write(
+        &file,
+        "[node]\nid = \"site-1\"\n[upstream]\nservers = [\"nats://edge:hunter2-pass@127.0.0.1:4222\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["check", "--print", "-c"])
+        .arg(&file)
+        .env("JETEDGE_NODE__ID", "site-2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("id = \"site-2\""),
+        "the override shows:\n{text}"
+    );
+    assert!(text.contains("nats://edge:***@127.0.0.1:4222"), "{text}");
+    assert!(!text.contains("hunter2-pass"), "{text}");
+}

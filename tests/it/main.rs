@@ -21,5 +21,6 @@ mod nats_security;
 mod poison;
 mod redaction;
 mod reload;
+mod service;
 mod slow_link;
 mod tls;

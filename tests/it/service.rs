@@ -1,0 +1,104 @@
+//! Running as a service: the readiness protocol a systemd `Type=notify`
+//! unit waits for, the shipped unit as systemd reads it, and `--version`.
+
+use crate::support;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{node_config, TempDir};
+
+fn next(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification in time");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn the_node_tells_its_service_manager_when_it_is_ready_reloading_and_stopping() {
+    let dir = TempDir::new("notify");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let port = support::free_port();
+    let text = node_config(&dir.path().join("data"), &[offline]).replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let config = dir.path().join("jetedge.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    assert_eq!(next(&socket), "READY=1");
+    // Ready means ready: the listener answers at once.
+    let ready = support::http::blocking_get(port, "/readyz").expect("listening");
+    assert_eq!(ready.0, 200, "{ready:?}");
+    signal("-HUP");
+    assert_eq!(next(&socket), "RELOADING=1");
+    assert_eq!(next(&socket), "READY=1");
+    signal("-TERM");
+    assert_eq!(next(&socket), "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn the_shipped_unit_is_valid_for_systemd() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("conf/jetedge.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=jetedge",
+        "NoNewPrivileges=yes",
+        "MemoryMax=",
+        "RestartPreventExitStatus=2 3",
+    ] {
+        assert!(unit.contains(line), "{line} missing from the unit");
+    }
+    // systemd-analyze checks every directive, with the binary of this build.
+    let dir = TempDir::new("unit");
+    let path = dir.path().join("jetedge.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/jetedge", env!("CARGO_BIN_EXE_jetedge")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (package systemd) runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
+
+#[test]
+fn version_names_the_build() {
+    let out = Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("jetedge {}", env!("CARGO_PKG_VERSION"))
+    );
+}
