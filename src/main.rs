@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use jetedge::config::Config;
+use jetedge::config::{Config, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -76,26 +76,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("JETEDGE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match cli.command {
+    let command = match cli.command {
+        // The node's log format is in its config, so that is read first.
+        Command::Run(a) => return run_node(&a.config),
+        other => other,
+    };
+    init_logs(LogFormat::Text);
+    match command {
+        Command::Run(_) => unreachable!("handled above"),
         Command::Check(a) => check(&a.file.config, a.print),
-        Command::Run(a) => match load(&a.config) {
-            Some(cfg) => match run(cfg) {
-                Err(e) if is_key_problem(&e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(KEY_EXIT)
-                }
-                result => report(result),
-            },
-            None => ExitCode::from(2),
-        },
         Command::Send(args) => match load(&args.file.config) {
             Some(cfg) => report(send::send(&cfg, &args)),
             None => ExitCode::from(2),
@@ -119,6 +108,40 @@ fn main() -> ExitCode {
             },
             None => ExitCode::from(2),
         },
+    }
+}
+
+/// Logs to stderr, filtered by `JETEDGE_LOG` (default [`DEFAULT_LOG`]).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JETEDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// `jetedge run`: the config, the logs it asks for, the node.
+fn run_node(path: &Path) -> ExitCode {
+    let Some(cfg) = load(path) else {
+        return ExitCode::from(2);
+    };
+    init_logs(cfg.node.log_format);
+    match run(cfg) {
+        Err(e) if is_key_problem(&e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(KEY_EXIT)
+        }
+        result => report(result),
     }
 }
 

@@ -160,6 +160,7 @@ pub fn plan(old: &Config, mut new: Config) -> (Config, Report) {
     hold!("node.shutdown_timeout", node.shutdown_timeout);
     hold!("node.encryption_key", node.encryption_key);
     hold!("node.previous_keys", node.previous_keys);
+    hold!("node.log_format", node.log_format);
     hold!("ingress.listen", ingress.listen);
     hold!("ingress.max_body", ingress.max_body);
     hold!("ingress.header_timeout", ingress.header_timeout);

@@ -338,6 +338,20 @@ pub struct NodeConfig {
     /// Keys that sealed older values, still opened while those drain; new
     /// values always use `encryption_key`.
     pub previous_keys: Vec<SecretRef>,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
+}
+
+/// `[node] log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the spans it is in
+    /// (source, subscription, event id), for log shippers.
+    Json,
 }
 
 impl Default for NodeConfig {
@@ -352,6 +366,7 @@ impl Default for NodeConfig {
             shutdown_timeout: HumanDuration::secs(10),
             encryption_key: None,
             previous_keys: Vec::new(),
+            log_format: LogFormat::Text,
         }
     }
 }

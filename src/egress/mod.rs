@@ -82,8 +82,15 @@ impl Subscription {
     }
 
     /// Delivers `r` to every target, retrying those that fail, until all
-    /// took it, `retry.max_attempts` ran out, or the node stops.
+    /// took it, `retry.max_attempts` ran out, or the node stops. What it
+    /// logs carries the subscription and the event (a span).
     pub async fn deliver(&self, r: &Record) -> Outcome {
+        use tracing::Instrument;
+        let span = tracing::info_span!("deliver", subscription = %self.cfg.name, event = %r.id);
+        self.deliver_to_all(r).instrument(span).await
+    }
+
+    async fn deliver_to_all(&self, r: &Record) -> Outcome {
         let mut owed: Vec<usize> = (0..self.targets.len()).collect();
         let mut attempts = 0;
         loop {

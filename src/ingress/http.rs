@@ -204,7 +204,22 @@ impl Server {
         })
     }
 
+    /// One request, in a span naming its source, so what it logs (in
+    /// JSON logs, a field) says where it came from.
     async fn handle(&self, req: Request<Incoming>, identities: &[String]) -> Response<Full<Bytes>> {
+        use tracing::Instrument;
+        let path = req.uri().path();
+        let source = match path.strip_prefix("/v1/webhooks/") {
+            Some(name) => name.to_string(),
+            None if path == "/v1/events" => query_param(req.uri().query(), "source")
+                .unwrap_or_else(|| self.ingest.get().events_source.clone()),
+            None => String::new(),
+        };
+        let span = tracing::info_span!("ingest", source = %source);
+        self.answer(req, identities).instrument(span).await
+    }
+
+    async fn answer(&self, req: Request<Incoming>, identities: &[String]) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let ingest = self.ingest.get();
         let ingest = ingest.as_ref();

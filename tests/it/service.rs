@@ -102,3 +102,65 @@ fn version_names_the_build() {
         format!("jetedge {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_source_of_the_request() {
+    let dir = TempDir::new("json-logs");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let port = support::free_port();
+    let text = node_config(&dir.path().join("data"), &[offline])
+        .replacen("[node]\n", "[node]\nlog_format = \"json\"\n", 1)
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+    let config = dir.path().join("jetedge.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("jetedge.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("JETEDGE_LOG", "info,jetedge::ingress=debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = || support::http::blocking_get(port, "/readyz").is_some_and(|(s, _)| s == 200);
+    for _ in 0..200 {
+        if ready() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A request to a source that does not exist is refused and logged (debug).
+    let refused = support::http::blocking_get(port, "/v1/webhooks/no-such-source");
+    assert!(refused.is_some());
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(child.wait().unwrap().success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "jetedge started");
+    assert_eq!(
+        started.expect("the start line")["fields"]["node"],
+        "test-node"
+    );
+    let refusal = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "request refused");
+    let refusal = refusal.unwrap_or_else(|| panic!("no refusal logged:\n{text}"));
+    assert_eq!(refusal["span"]["source"], "no-such-source", "{refusal}");
+    assert_eq!(refusal["fields"]["code"], "method_not_allowed", "{refusal}");
+}
