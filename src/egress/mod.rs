@@ -39,7 +39,13 @@ struct Stats {
     dead_lettered: AtomicU64,
     local_first: AtomicU64,
     skipped: AtomicU64,
+    /// Dead letters not yet told in the log, and when it last told any.
+    untold_letters: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
 }
+
+/// A failing target can dead-letter every event: the log says so once,
+/// then sums up at most once a minute.
+const LETTERS_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// One subscription's shared parts.
 pub struct Subscription {
@@ -206,8 +212,18 @@ impl Subscription {
     /// Settles a failed delivery: the dead letter, durably.
     async fn bury(&self, meta: LetterMeta, r: Record) -> Result<(), StoreError> {
         let id = r.id.clone();
+        let error = meta.last_error.clone();
         let seq = self.store.dead_letter(meta, r).await?;
-        tracing::warn!(subscription = %self.cfg.name, %id, dead_letter = seq, "delivery gave up; moved to the dead-letter queue");
+        let mut untold = self.stats.untold_letters.lock().expect("letters");
+        untold.0 += 1;
+        if untold
+            .1
+            .is_none_or(|t| t.elapsed() >= LETTERS_SUMMARY_EVERY)
+        {
+            tracing::warn!(subscription = %self.cfg.name, %id, dead_letter = seq, %error, dead_letters = untold.0,
+                "deliveries gave up and went to the dead-letter queue (logged at most once a minute; jetedge dlq list)");
+            *untold = (0, Some(std::time::Instant::now()));
+        }
         Ok(())
     }
 
