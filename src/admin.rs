@@ -47,6 +47,8 @@ pub struct Admin {
     pub ingest: Arc<crate::reload::Live<crate::ingress::Ingest>>,
     /// `POST /admin/reload`.
     pub reloader: Arc<crate::reload::Reloader>,
+    /// Ends open streams (the tap) when the node stops.
+    pub stop: CancellationToken,
     /// `[admin] tls`, when the listener speaks TLS.
     pub tls: Option<Arc<crate::tls::Reloading>>,
     /// Host names (besides IP addresses and `localhost`) a request may be
@@ -55,6 +57,8 @@ pub struct Admin {
 }
 
 type Resp = Response<Full<Bytes>>;
+/// What the listener answers with: a whole body, or a stream (the tap).
+type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
 /// The file, beside the store, holding the token the node made.
 pub fn token_file(cfg: &crate::config::Config) -> std::path::PathBuf {
@@ -194,22 +198,74 @@ impl Fail {
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>, peer: std::net::SocketAddr) -> Resp {
-        if let Err(refusal) = self.same_site(&req) {
-            return error_response(StatusCode::FORBIDDEN, refusal.0, &refusal.1);
-        }
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> Response<AdminBody> {
+        use http_body_util::BodyExt;
         let path = req.uri().path().trim_end_matches('/').to_string();
-        // Reads that show no event and change nothing stay open on loopback.
+        if let Err(refused) = self.admit(&req, peer, &path) {
+            return refused.map(|b| b.boxed_unsync());
+        }
+        if path == "/admin/tap" && req.method() == Method::GET {
+            return self.tap(req.uri().query());
+        }
+        self.route(req, &path).await.map(|b| b.boxed_unsync())
+    }
+
+    /// Refuses what a web page could make on an operator's behalf, and
+    /// what comes without the token (but reads that show no event, from
+    /// loopback).
+    fn admit(
+        &self,
+        req: &Request<Incoming>,
+        peer: std::net::SocketAddr,
+        path: &str,
+    ) -> Result<(), Resp> {
+        if let Err(refusal) = self.same_site(req) {
+            return Err(error_response(StatusCode::FORBIDDEN, refusal.0, &refusal.1));
+        }
         let open = peer.ip().is_loopback()
             && req.method() == Method::GET
-            && matches!(path.as_str(), "" | "/metrics");
-        if !open && !self.authorized(&req) {
-            return error_response(
+            && matches!(path, "" | "/metrics");
+        if !open && !self.authorized(req) {
+            return Err(error_response(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or wrong bearer token ([admin] token, or the admin.token file in the node's data dir)",
-            );
+            ));
         }
+        Ok(())
+    }
+
+    /// `GET /admin/tap?source=&type=&subject=&limit=`: stored events as
+    /// they come, one JSON object per line (`{"lost": n}` when this watcher
+    /// fell behind and missed n), until `limit` events or the node stops.
+    fn tap(&self, query: Option<&str>) -> Response<AdminBody> {
+        use http_body_util::BodyExt;
+        let filter = crate::ingress::tap::Filter {
+            source: query_param(query, "source"),
+            type_: query_param(query, "type"),
+            subject: query_param(query, "subject"),
+        };
+        let limit = query_param(query, "limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(u64::MAX);
+        let rx = self.ingest.get().tap.watch();
+        let lines = tap_lines(rx, filter, limit, self.stop.clone());
+        let body = http_body_util::StreamBody::new(futures::StreamExt::map(lines, |line| {
+            Ok::<_, Infallible>(hyper::body::Frame::data(line))
+        }));
+        let mut resp = Response::new(body.boxed_unsync());
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>, path: &str) -> Resp {
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         match (req.method(), segments.as_slice()) {
             (&Method::GET, [] | [""]) => self.page(),
@@ -573,5 +629,43 @@ fn encryption_status(e: Option<crate::store::Encryption>) -> Value {
         "key": e.key.to_string(),
         "previous_keys": ids(&e.previous),
         "older_records_in_outbox": e.older_records_in_outbox,
+    })
+}
+
+/// The tap's lines: each matching event's envelope, and how many a slow
+/// watcher lost; ends after `limit` events or when the node stops.
+fn tap_lines(
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::ingress::tap::Tapped>>,
+    filter: crate::ingress::tap::Filter,
+    limit: u64,
+    stop: CancellationToken,
+) -> impl futures::Stream<Item = Bytes> {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold((rx, limit), move |(mut rx, left)| {
+        let (filter, stop) = (filter.clone(), stop.clone());
+        async move {
+            if left == 0 {
+                return None;
+            }
+            loop {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = stop.cancelled() => return None,
+                };
+                match next {
+                    Ok(t) if filter.matches(&t) => {
+                        let mut line = Vec::with_capacity(t.envelope.len() + 1);
+                        line.extend_from_slice(&t.envelope);
+                        line.push(b'\n');
+                        return Some((Bytes::from(line), (rx, left - 1)));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        return Some((Bytes::from(format!("{{\"lost\":{n}}}\n")), (rx, left)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
     })
 }

@@ -379,18 +379,9 @@ async fn call_raw(
     method: Method,
     path: &str,
 ) -> anyhow::Result<(StatusCode, Value, Bytes)> {
-    let base = match &args.admin {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None if cfg.admin.listen.is_empty() => {
-            bail!("the config has no [admin] listen; pass --admin URL")
-        }
-        None => listener_url(&cfg.admin.listen, cfg.admin.tls.is_some()),
-    };
-    let url = format!("{base}{path}");
-    let mut req = Request::builder().method(method).uri(&url);
-    let token = jetedge::admin::token(cfg, false).map_err(anyhow::Error::msg)?;
-    req = req.header("authorization", format!("Bearer {token}"));
-    let (status, body) = request(req.body(Full::new(Bytes::new()))?, args.ca.as_deref())
+    let base = admin_base(cfg, args)?;
+    let req = admin_request(cfg, args, method, path)?;
+    let (status, body) = request(req, args.ca.as_deref())
         .await
         .with_context(|| format!("cannot reach the node's admin API at {base} (is it running?)"))?;
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -443,6 +434,33 @@ pub async fn reload(cfg: &Config, args: &AdminArgs) -> anyhow::Result<bool> {
     }
 }
 
+/// The admin API's base URL: `--admin`, or the config's listener.
+fn admin_base(cfg: &Config, args: &AdminArgs) -> anyhow::Result<String> {
+    Ok(match &args.admin {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None if cfg.admin.listen.is_empty() => {
+            bail!("the config has no [admin] listen; pass --admin URL")
+        }
+        None => listener_url(&cfg.admin.listen, cfg.admin.tls.is_some()),
+    })
+}
+
+/// A request to the admin API with the node's token.
+fn admin_request(
+    cfg: &Config,
+    args: &AdminArgs,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<Request<Full<Bytes>>> {
+    let url = format!("{}{path}", admin_base(cfg, args)?);
+    let token = jetedge::admin::token(cfg, false).map_err(anyhow::Error::msg)?;
+    Ok(Request::builder()
+        .method(method)
+        .uri(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))?)
+}
+
 /// The URL of a listener of the config, https when it has `tls`.
 pub fn listener_url(listen: &str, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
@@ -454,11 +472,87 @@ pub async fn request(
     req: Request<Full<Bytes>>,
     ca: Option<&std::path::Path>,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
+    let resp = send_request(req, ca).await?;
+    let status = resp.status();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+/// Sends one request; the answer's body is left to read.
+async fn send_request(
+    req: Request<Full<Bytes>>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let client = match req.uri().scheme_str() == Some("https") {
         true => jetedge::tls::http_client(jetedge::tls::client_config(ca, None).context("--ca")?),
         false => jetedge::tls::plain_client(),
     };
-    let resp = client.request(req).await?;
-    let status = resp.status();
-    Ok((status, resp.into_body().collect().await?.to_bytes()))
+    Ok(client.request(req).await?)
+}
+
+#[derive(clap::Args)]
+pub struct TapArgs {
+    #[command(flatten)]
+    pub common: AdminArgs,
+    /// Only events of this source (`[[source]] name`).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only events of this CloudEvents type.
+    #[arg(long = "type")]
+    pub type_: Option<String>,
+    /// Only events on subjects matching this NATS pattern (`events.shop.>`).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+/// `jetedge tap`: stored events (redacted) as they pass, one JSON line
+/// each, until `--limit` or Ctrl-C.
+#[tokio::main]
+pub async fn tap(cfg: &Config, args: &TapArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("source", args.source.clone()),
+        ("type", args.type_.clone()),
+        ("subject", args.subject.clone()),
+        ("limit", args.limit.map(|l| l.to_string())),
+    ] {
+        if let Some(v) = value {
+            query.push(format!("{key}={}", percent_encode(&v)));
+        }
+    }
+    let path = format!("/admin/tap?{}", query.join("&"));
+    let req = admin_request(cfg, &args.common, Method::GET, &path)?;
+    let base = admin_base(cfg, &args.common)?;
+    let resp = send_request(req, args.common.ca.as_deref())
+        .await
+        .with_context(|| format!("cannot reach the node's admin API at {base} (is it running?)"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        bail!("{status}: {}", String::from_utf8_lossy(&body));
+    }
+    let mut body = resp.into_body();
+    let mut out = std::io::stdout().lock();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            out.write_all(data)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// A query value, percent-encoded where a URL needs it.
+fn percent_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'*' | b'>' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

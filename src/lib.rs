@@ -169,6 +169,7 @@ impl Node {
             egress: egress.clone(),
             ingest: ingest.clone(),
             reloader: reloader.clone(),
+            stop: stop_ingress.clone(),
             tls: admin_tls,
             hosts: cfg.admin.hosts.clone(),
         };

@@ -72,6 +72,9 @@ enum Command {
     /// Make a running node read its config file again (as SIGHUP does);
     /// exit 2 with every problem if the file is invalid.
     Reload(ctl::AdminArgs),
+    /// Watch events as a running node stores them (after redaction), one
+    /// JSON line each.
+    Tap(ctl::TapArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +102,10 @@ fn main() -> ExitCode {
         },
         Command::Parked(args) => match load_for_admin(&args.common.file.config) {
             Some(cfg) => report(ctl::parked(&cfg, &args)),
+            None => ExitCode::from(2),
+        },
+        Command::Tap(args) => match load_for_admin(&args.common.file.config) {
+            Some(cfg) => report(ctl::tap(&cfg, &args)),
             None => ExitCode::from(2),
         },
         Command::Reload(args) => match load_for_admin(&args.file.config) {

@@ -418,11 +418,34 @@ fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
     serde_json::from_slice(body).map_err(|e| Rejection::Invalid(Invalid::Json(e.to_string())))
 }
 
+/// A query parameter's value, percent-decoded; `None` when absent or empty.
 pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == name && !v.is_empty()).then(|| v.to_string())
+        (k == name && !v.is_empty()).then(|| percent_decode(v))
     })
+}
+
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn single_answer(a: Answer) -> Response<Full<Bytes>> {

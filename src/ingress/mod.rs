@@ -7,6 +7,7 @@ pub mod answer;
 pub mod http;
 pub mod limit;
 pub mod local;
+pub mod tap;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -134,6 +135,8 @@ pub struct Ingest {
     local_first: Vec<(String, Vec<String>)>,
     /// `[ingress] rate_limit`, over every HTTP ingest request.
     http_limit: Option<limit::RateLimit>,
+    /// Stored events for live watchers (`jetedge tap`); kept across reloads.
+    pub tap: Arc<tap::Tap>,
 }
 
 impl Ingest {
@@ -182,6 +185,7 @@ impl Ingest {
                 .map(|s| (s.name.clone(), s.subjects.clone()))
                 .collect(),
             http_limit: cfg.ingress.rate_limit.as_ref().map(limit::RateLimit::new),
+            tap: Arc::default(),
         })
     }
 
@@ -191,6 +195,7 @@ impl Ingest {
     pub fn rebuild(&self, cfg: &Config) -> Result<Self, String> {
         let mut next = Self::new(cfg, self.store.clone(), self.metrics.clone())?;
         next.max_event = self.max_event.clone();
+        next.tap = self.tap.clone();
         Ok(next)
     }
 
@@ -262,6 +267,8 @@ impl Ingest {
         let mut batch = Vec::new();
         let mut ids = Vec::new();
         let mut redacted = [0u64; COUNTED.len()];
+        // Copies for the tap, only while someone watches.
+        let mut tapped = self.tap.is_watched().then(Vec::new);
         for mut ev in events {
             // Filter and redact before anything is written.
             if let Ok(n) = &mut ev {
@@ -277,6 +284,9 @@ impl Ingest {
             );
             match ev.and_then(|n| to_new_event(source, n, max, ttl, &self.local_first)) {
                 Ok(new) => {
+                    if let Some(t) = tapped.as_mut() {
+                        t.push(tap_copy(source, &new));
+                    }
                     ids.push(new.id.clone());
                     batch.push(new);
                     answers.push(None);
@@ -296,6 +306,13 @@ impl Ingest {
                     .collect();
             }
         };
+        if let Some(t) = tapped {
+            let stored = outcomes
+                .iter()
+                .zip(t)
+                .filter(|(o, _)| **o == Outcome::Accepted);
+            self.tap.send(stored.filter_map(|(_, t)| t));
+        }
         let mut fresh = outcomes.into_iter().zip(ids);
         answers
             .into_iter()
@@ -390,6 +407,17 @@ fn to_new_event(
             .collect(),
         id: e.id,
         record,
+    })
+}
+
+/// What a tap shows of an event about to be stored: its record, read back.
+fn tap_copy(source: &str, new: &NewEvent) -> Option<tap::Tapped> {
+    let r = crate::store::Record::decode(&new.record).ok()?;
+    Some(tap::Tapped {
+        source: source.to_string(),
+        type_: r.type_,
+        subject: r.subject,
+        envelope: r.payload.into(),
     })
 }
 

@@ -23,4 +23,5 @@ mod redaction;
 mod reload;
 mod service;
 mod slow_link;
+mod tap;
 mod tls;
