@@ -205,7 +205,7 @@ impl Admin {
     ) -> Response<AdminBody> {
         use http_body_util::BodyExt;
         let path = req.uri().path().trim_end_matches('/').to_string();
-        if let Err(refused) = self.admit(&req, peer, &path) {
+        if let Some(refused) = self.refusal(&req, peer, &path) {
             return refused.map(|b| b.boxed_unsync());
         }
         if path == "/admin/tap" && req.method() == Method::GET {
