@@ -214,29 +214,29 @@ impl Admin {
         self.route(req, &path).await.map(|b| b.boxed_unsync())
     }
 
-    /// Refuses what a web page could make on an operator's behalf, and
-    /// what comes without the token (but reads that show no event, from
-    /// loopback).
-    fn admit(
+    /// The answer refusing what a web page could make on an operator's
+    /// behalf, or what comes without the token (but reads that show no
+    /// event, from loopback); `None` when the request may go on.
+    fn refusal(
         &self,
         req: &Request<Incoming>,
         peer: std::net::SocketAddr,
         path: &str,
-    ) -> Result<(), Resp> {
+    ) -> Option<Resp> {
         if let Err(refusal) = self.same_site(req) {
-            return Err(error_response(StatusCode::FORBIDDEN, refusal.0, &refusal.1));
+            return Some(error_response(StatusCode::FORBIDDEN, refusal.0, &refusal.1));
         }
         let open = peer.ip().is_loopback()
             && req.method() == Method::GET
             && matches!(path, "" | "/metrics");
-        if !open && !self.authorized(req) {
-            return Err(error_response(
+        let unauthorized = !open && !self.authorized(req);
+        unauthorized.then(|| {
+            error_response(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or wrong bearer token ([admin] token, or the admin.token file in the node's data dir)",
-            ));
-        }
-        Ok(())
+            )
+        })
     }
 
     /// `GET /admin/tap?source=&type=&subject=&limit=`: stored events as
