@@ -5,6 +5,7 @@
 # stops everything it started.
 #
 #   scripts/demo.sh
+#   JETEDGE_BIN=target/debug/jetedge scripts/demo.sh   (a binary already built; the tests do this)
 #
 # The node's config (written to the demo's temp dir, printed at the end)
 # uses signed webhooks, NATS ingest on the site server, a routing rule, a
@@ -13,8 +14,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 nats_bin=$("$root/scripts/install-nats.sh" | tail -n 1)
-cargo build --release --locked --quiet
-jetedge="$root/target/release/jetedge"
+if [ -n "${JETEDGE_BIN:-}" ]; then
+  jetedge=$JETEDGE_BIN
+else
+  cargo build --release --locked --quiet
+  jetedge="$root/target/release/jetedge"
+fi
 
 work=$(mktemp -d -t jetedge-demo-XXXXXX)
 pids=()
@@ -82,9 +87,9 @@ secrets = ["env:DEMO_SHOP_SECRET"]
 name = "kiosk"
 verify = "none"
 
-# Test orders never leave the site.
+# Test orders never leave the site (the webhook body is the event's data).
 [[route]]
-match = { path = "/data/test", in = [true] }
+match = { path = "/data/data/test", in = [true] }
 action = "drop"
 
 # Personal data is masked before anything is written.
@@ -101,6 +106,12 @@ to_webhook = { url = "http://127.0.0.1:$hook_port/hook", secret = "env:DEMO_HOOK
 EOF
 "$jetedge" run -c "$work/jetedge.toml" >"$work/jetedge.log" 2>&1 & pids+=($!)
 wait_for "http://127.0.0.1:$ingress/readyz"
+# NATS ingest subscribes once the site link is up.
+for _ in $(seq 100); do
+  "$jetedge" status -c "$work/jetedge.toml" | grep -q "local connected" && break
+  sleep 0.1
+done
+sleep 0.5
 
 send() { "$jetedge" send -c "$work/jetedge.toml" "$@"; }
 publish() { # subject, payload: a core NATS publish on the site server
@@ -110,6 +121,9 @@ publish() { # subject, payload: a core NATS publish on the site server
   exec 3>&-
 }
 
+# Watch the first order as it is stored, to show it redacted.
+"$jetedge" tap -c "$work/jetedge.toml" --source shop --limit 1 >"$work/tap.log" 2>&1 & pids+=($!)
+sleep 0.3
 say "1. a signed order webhook (card number and email in it)"
 send --source shop --type order.created --data '{"total": 12.5, "email": "jane@example.com", "card": "4111 1111 1111 1111"}'
 say "2. a test order, which a route drops"
@@ -136,10 +150,13 @@ curl -s "http://127.0.0.1:$hub_http/jsz?accounts=true&streams=true" | python3 -c
 import json, sys
 for acc in json.load(sys.stdin).get("account_details", []):
     for s in acc.get("stream_detail", []):
-        print(f"hub stream {s[\"name\"]}: {s[\"state\"][\"messages\"]} events (the test order was dropped at the site)")'
+        name, n = s["name"], s["state"]["messages"]
+        print("hub stream", name, "holds", n, "events (the test order was dropped at the site)")'
 echo "site microapp (local-first, also while the hub was away):"
 sed 's/^/  /' "$work/hook.log"
-echo "as stored and forwarded (redacted):"
+echo "order 1 as stored and forwarded (jetedge tap): its data and what was redacted"
+python3 -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print("  data:", json.dumps(e["data"]["data"]), " redacted:", e["redacted"])' "$work/tap.log"
+echo "counters:"
 curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^jetedge_(events_accepted|events_filtered|values_redacted)_total' | grep -v ' 0$' | sed 's/^/  /'
 
 say "the node's config"

@@ -85,6 +85,14 @@ fn main() -> ExitCode {
         other => other,
     };
     init_logs(LogFormat::Text);
+    // The other commands print for a shell: one whose reader went away
+    // (`jetedge tap | head`) ends quietly, as Unix tools do, instead of
+    // failing on the write.
+    // SAFETY: restoring a signal's default disposition, before any thread
+    // is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match command {
         Command::Run(_) => unreachable!("handled above"),
         Command::Check(a) => check(&a.file.config, a.print),

@@ -164,3 +164,34 @@ fn json_logs_are_one_object_per_line_with_the_source_of_the_request() {
     assert_eq!(refusal["span"]["source"], "no-such-source", "{refusal}");
     assert_eq!(refusal["fields"]["code"], "method_not_allowed", "{refusal}");
 }
+
+#[test]
+fn the_demo_runs_the_whole_mesh_and_says_where_each_event_went() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/demo.sh"))
+        .env("JETEDGE_BIN", env!("CARGO_BIN_EXE_jetedge"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "\"status\":\"filtered\"",
+        "upstream disconnected",
+        "backlog 0 events",
+        "hub stream EDGE holds 4 events",
+        "data={\"code\": 42}",
+        "data={\"code\": 43}",
+        "\"card\": \"**** **** **** 1111\"",
+        "jetedge_events_filtered_total 1",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} missing from the demo's output:\n{text}"
+        );
+    }
+    assert!(!text.contains("4111 1111"), "{text}");
+}
