@@ -8,11 +8,13 @@
 //! check that they resolve.
 
 mod env;
+mod parse;
 mod secret;
 mod subscription;
 mod units;
 mod validate;
 
+pub use parse::nearest;
 pub use secret::{redact_url, token_eq, Secret, SecretRef, Url};
 pub use subscription::Deliver;
 pub use units::{parse_size, ByteSize, HumanDuration};
@@ -739,7 +741,10 @@ impl Config {
         Self::read(path, |text| {
             let mut table = parse_text(text)?;
             env::apply_overrides(&mut table, std::env::vars())?;
-            parse_table(table)
+            match parse::parse(table) {
+                (config, problems) if problems.is_empty() => Ok(config),
+                (_, problems) => Err(problems),
+            }
         })
     }
 
@@ -783,8 +788,10 @@ impl Config {
     ) -> Result<Config, Vec<Problem>> {
         let mut table = parse_text(text)?;
         env::apply_overrides(&mut table, env)?;
-        let config = parse_table(table)?;
-        let problems = config.validate();
+        // Values of the wrong type, unknown keys and what the values mean
+        // are reported together: one run finds every mistake.
+        let (config, mut problems) = parse::parse(table);
+        problems.extend(config.validate());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -810,32 +817,4 @@ fn parse_text(text: &str) -> Result<toml::Table, Vec<Problem>> {
             message: format!("not valid TOML: {}", e.to_string().trim()),
         }]
     })
-}
-
-/// Deserializes the table, reporting every unknown key (not just the first)
-/// and the first type error, each with its key path.
-fn parse_table(table: toml::Table) -> Result<Config, Vec<Problem>> {
-    let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-    let de = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut record);
-    let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
-    let mut problems: Vec<Problem> = unknown
-        .into_iter()
-        .map(|path| Problem {
-            message: "unknown key (check its spelling and section; see conf/example.toml)".into(),
-            path,
-        })
-        .collect();
-    match parsed {
-        Ok(config) if problems.is_empty() => Ok(config),
-        Ok(_) => Err(problems),
-        Err(e) => {
-            let path = e.path().to_string();
-            problems.push(Problem {
-                path: if path == "." { String::new() } else { path },
-                message: e.into_inner().to_string(),
-            });
-            Err(problems)
-        }
-    }
 }

@@ -69,6 +69,17 @@ impl Config {
     /// `jetedge check` prints them and the node logs them at start.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut p = Problems::default();
+        for (i, r) in self.routes.iter().enumerate() {
+            let Some(m) = &r.match_ else { continue };
+            for (path, name, meant) in
+                crate::pipeline::filter::misspelt_attributes(m, &format!("route[{i}].match"))
+            {
+                p.add(
+                    path,
+                    format!("no event carries an attribute `{name}`, so this never matches; did you mean `{meant}`?"),
+                );
+            }
+        }
         for (i, s) in self.sources.iter().enumerate() {
             let ttl = self.dedupe_ttl(s);
             let window = s.verify.retry_window();

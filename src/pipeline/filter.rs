@@ -279,6 +279,51 @@ fn number(v: &Option<PathValue<'_>>) -> Option<f64> {
     }
 }
 
+/// Attributes every event carries, and extensions the node sets itself.
+const KNOWN_ATTRS: &[&str] = &[
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "specversion",
+    "correlationid",
+    "traceparent",
+    "idempotencykey",
+    "originsource",
+];
+
+/// Attributes a filter names that look like a misspelt known one (`tpye`):
+/// such a filter compiles, but no event carries the attribute, so it never
+/// matches. Each with its key path and the name it probably meant.
+pub fn misspelt_attributes(v: &toml::Value, at: &str) -> Vec<(String, String, &'static str)> {
+    let mut out = Vec::new();
+    let Some(table) = v.as_table() else {
+        return out;
+    };
+    for (dialect, arg) in table {
+        let at = format!("{at}.{dialect}");
+        match (dialect.as_str(), arg) {
+            ("exact" | "prefix" | "suffix", toml::Value::Table(attrs)) => {
+                for name in attrs.keys().filter(|n| !KNOWN_ATTRS.contains(&n.as_str())) {
+                    if let Some(meant) = crate::config::nearest(name, KNOWN_ATTRS) {
+                        out.push((format!("{at}.{name}"), name.clone(), meant));
+                    }
+                }
+            }
+            ("all" | "any", toml::Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    out.extend(misspelt_attributes(item, &format!("{at}[{i}]")));
+                }
+            }
+            ("not", inner) => out.extend(misspelt_attributes(inner, &at)),
+            _ => {}
+        }
+    }
+    out
+}
+
 impl Attr {
     fn from_name(name: &str) -> Attr {
         match name {

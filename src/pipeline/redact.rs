@@ -472,13 +472,18 @@ fn compile_rule(
                 format!("{at}.detectors[{i}]"),
                 "write custom patterns in `patterns = [\"...\"]`".into(),
             ),
-            None => add(
-                format!("{at}.detectors[{i}]"),
-                format!(
-                    "unknown detector {name:?}; expected one of {}",
-                    Detector::names().collect::<Vec<_>>().join(", ")
-                ),
-            ),
+            None => {
+                let names: Vec<&str> = Detector::names().collect();
+                let hint = crate::config::nearest(name, &names)
+                    .map_or_else(String::new, |n| format!("; did you mean `{n}`?"));
+                add(
+                    format!("{at}.detectors[{i}]"),
+                    format!(
+                        "unknown detector {name:?}; expected one of {}{hint}",
+                        names.join(", ")
+                    ),
+                )
+            }
         }
     }
     for (i, p) in c.patterns.iter().enumerate() {

@@ -284,3 +284,73 @@ fn check_print_shows_the_file_with_its_overrides_and_hides_url_credentials() {
     assert!(text.contains("nats://edge:***@127.0.0.1:4222"), "{text}");
     assert!(!text.contains("hunter2-pass"), "{text}");
 }
+
+#[test]
+fn ten_common_mistakes_are_all_found_in_one_run_with_the_names_meant() {
+    let dir = TempDir::new("cli-ten");
+    let file = dir.path().join("ten.toml");
+    std::fs::write(
+        &file,
+        r#"
+[node]
+fsync = "yes"
+max_buffer = "lots"
+dedupe_tll = "2d"
+[ingres]
+listen = "127.0.0.1:8080"
+[admin]
+listen = "localhost"
+[[source]]
+name = "shop"
+verify = "standard-webhook"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+[[route]]
+match = { prefix = { type = "order." } }
+action = "forwards"
+[[redact]]
+detectors = ["emial"]
+action = "mask"
+[[subscription]]
+name = "apps"
+subjects = ["events.>"]
+to_subject = "apps.events"
+[subscription.retry]
+max_attempts = 0
+"#,
+    )
+    .unwrap();
+    let (code, text) = check(&file);
+    assert_eq!(code, 2, "{text}");
+    for want in [
+        "node.fsync: invalid type: string \"yes\", expected a boolean",
+        "node.max_buffer: invalid size \"lots\"",
+        "node.dedupe_tll: unknown key; did you mean `dedupe_ttl`?",
+        "ingres: unknown key; did you mean `ingress`?",
+        "admin.listen:",
+        "source[0].verify: unknown variant `standard-webhook`",
+        "did you mean `standard-webhooks`?",
+        "source[0].secrets[0]: secrets are references",
+        "route[0].action: unknown variant `forwards`",
+        "did you mean `forward`?",
+        "redact[0].detectors[0]: unknown detector \"emial\"",
+        "did you mean `email`?",
+        "subscription[0].retry.max_attempts: must be at least 1",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+
+    // A filter on an attribute no event carries compiles, and is warned about.
+    std::fs::write(
+        &file,
+        "[[route]]\nmatch = { any = [ { prefix = { tpye = \"order.\" } } ] }\naction = \"drop\"\n",
+    )
+    .unwrap();
+    let (code, text) = check(&file);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(
+            "warning: route[0].match.any[0].prefix.tpye: no event carries an attribute `tpye`"
+        ) && text.contains("did you mean `type`?"),
+        "{text}"
+    );
+}
