@@ -419,16 +419,19 @@ impl Admin {
     }
 
     fn prometheus(&self) -> Resp {
-        let connected = *self.upstream.borrow() == LinkState::Connected;
-        let mut text = self.metrics.render(self.store.backlog(), connected);
-        text.push_str(&crate::metrics::render_egress(
-            &self.egress.status(),
-            self.store.dead_letter_count(),
-            self.store.parked_count(),
-        ));
-        text.push_str(&crate::metrics::render_rate_limited(
-            &self.ingest.get().rate_limited(),
-        ));
+        let connected = |l: &watch::Receiver<LinkState>| *l.borrow() == LinkState::Connected;
+        let (subscriptions, ingest) = (self.egress.status(), self.ingest.get());
+        let rate_limited = ingest.rate_limited();
+        let text = self.metrics.render(&crate::metrics::Snapshot {
+            backlog: self.store.backlog(),
+            oldest_age_seconds: self.store.oldest_age().map(|d| d.as_secs_f64()),
+            upstream_connected: connected(&self.upstream),
+            local_connected: self.local.as_ref().map(connected),
+            dead_letters: self.store.dead_letter_count() as u64,
+            parked: self.store.parked_count(),
+            subscriptions: &subscriptions,
+            rate_limited: &rate_limited,
+        });
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(
             CONTENT_TYPE,

@@ -79,7 +79,7 @@ impl Node {
             dir: cfg.node.data_dir.display().to_string(),
             source,
         })?;
-        let metrics = Arc::new(metrics::Metrics::default());
+        let metrics = Arc::new(metrics::Metrics::new(store.commit_histograms()));
         let ingest = ingress::Ingest::new(&cfg, store.clone(), metrics.clone())
             .map_err(StartError::Setup)?;
         let ingest = Arc::new(reload::Live::new(ingest));
@@ -139,9 +139,15 @@ impl Node {
             link: link.clone(),
             stream: cfg.upstream.stream.clone(),
         };
-        let egress = egress::Egress::start(&cfg, store.clone(), upstream_side, site.clone())
-            .map(Arc::new)
-            .map_err(StartError::Setup)?;
+        let egress = egress::Egress::start(
+            &cfg,
+            store.clone(),
+            upstream_side,
+            site.clone(),
+            metrics.clone(),
+        )
+        .map(Arc::new)
+        .map_err(StartError::Setup)?;
         let admin_token = match admin_listener {
             Some(_) => admin::token(&cfg, true).map_err(StartError::Setup)?,
             None => String::new(),

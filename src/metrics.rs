@@ -1,11 +1,18 @@
-//! Counters of what the node did, shared by every task and rendered as
-//! Prometheus text. Plain atomics: counting must never slow the data path
-//! or take a lock.
+//! What the node measures, in Prometheus terms (prometheus-client):
+//! counters and histograms updated on the data path (atomics, no lock),
+//! and at each scrape the state held elsewhere (backlog and the age of its
+//! oldest event, links, dead letters, subscriptions, rate limits) read
+//! once and written beside them. Names follow Prometheus conventions:
+//! `_total` counters, `_seconds` and `_bytes` units.
 
 use crate::egress::SubscriptionStatus;
 use crate::pipeline::redact::COUNTED;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::encoding::prometheus_text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
 
 /// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
 pub const ERROR_CODES: [&str; 19] = [
@@ -30,52 +37,213 @@ pub const ERROR_CODES: [&str; 19] = [
     "tls_handshake_failed",
 ];
 
-#[derive(Default)]
+type Labels = Vec<(&'static str, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Buckets for durations: 100 µs to ~52 s, doubling.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+/// Buckets for how many events one commit holds: 1 to 16,384.
+fn group_sizes() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
 pub struct Metrics {
-    pub events_accepted: AtomicU64,
-    pub events_duplicate: AtomicU64,
-    pub events_forwarded: AtomicU64,
-    pub publish_failures: AtomicU64,
-    pub events_parked: AtomicU64,
+    registry: Registry,
+    pub events_accepted: Counter,
+    pub events_duplicate: Counter,
+    pub events_forwarded: Counter,
+    pub publish_failures: Counter,
+    pub events_parked: Counter,
     /// Local NATS ingest messages the client dropped (slow consumer).
-    pub local_dropped: AtomicU64,
-    pub commit_errors: AtomicU64,
+    pub local_dropped: Counter,
+    pub commit_errors: Counter,
     /// Events a routing rule (or the default action) dropped.
-    pub events_filtered: AtomicU64,
+    pub events_filtered: Counter,
     /// Config reloads applied, and refused (invalid) or failed.
-    pub reloads: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    rejected: [AtomicU64; ERROR_CODES.len()],
-    redacted: [AtomicU64; COUNTED.len()],
+    pub reloads: Counter,
+    pub reloads_failed: Counter,
+    /// Request received to answer sent, for ingest requests (HTTP).
+    pub ingest_seconds: Histogram,
+    /// Publish to upstream's acknowledgement, per event.
+    pub forward_seconds: Histogram,
+    /// One delivery attempt to one target, by subscription.
+    pub delivery_seconds: Histograms,
+    rejected: [Counter; ERROR_CODES.len()],
+    redacted: [Counter; COUNTED.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new((seconds(), group_sizes()))
+    }
+}
+
+/// What the scrape reads from the parts that hold it.
+#[derive(Debug, Default)]
+pub struct Snapshot<'a> {
+    /// Events and bytes waiting for upstream.
+    pub backlog: (u64, u64),
+    /// Age of the oldest of them, when there is one.
+    pub oldest_age_seconds: Option<f64>,
+    pub upstream_connected: bool,
+    /// The site link's state, when `[local]` is set.
+    pub local_connected: Option<bool>,
+    pub dead_letters: u64,
+    pub parked: u64,
+    pub subscriptions: &'a [SubscriptionStatus],
+    /// Requests refused by each rate limit (`None`: the listener's).
+    pub rate_limited: &'a [(Option<&'a str>, u64)],
 }
 
 impl Metrics {
+    /// The node's metrics; `commit` are the store's commit histograms
+    /// (duration, events per group).
+    pub fn new(commit: (Histogram, Histogram)) -> Self {
+        let mut registry = Registry::default();
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let events_accepted = counter(
+            "jetedge_events_accepted",
+            "Events made durable in the outbox.",
+        );
+        let events_duplicate = counter(
+            "jetedge_events_duplicate",
+            "Events answered as duplicates of an earlier one.",
+        );
+        let events_forwarded = counter(
+            "jetedge_events_forwarded",
+            "Events acknowledged by upstream JetStream.",
+        );
+        let publish_failures = counter(
+            "jetedge_publish_failures",
+            "Upstream publishes that failed and will be retried.",
+        );
+        let events_parked = counter(
+            "jetedge_events_parked",
+            "Events upstream refused for good, moved aside (jetedge parked list).",
+        );
+        let local_dropped = counter(
+            "jetedge_local_ingest_dropped",
+            "NATS ingest messages lost because jetedge fell behind (slow consumer).",
+        );
+        let commit_errors = counter(
+            "jetedge_commit_errors",
+            "Refusals with a code outside the documented list (a bug if it moves).",
+        );
+        let events_filtered = counter(
+            "jetedge_events_filtered",
+            "Events dropped by a routing rule (answered 202 filtered).",
+        );
+        let reloads = counter(
+            "jetedge_config_reloads",
+            "Config reloads applied (SIGHUP, POST /admin/reload, jetedge reload).",
+        );
+        let reloads_failed = counter(
+            "jetedge_config_reloads_failed",
+            "Config reloads refused (an invalid file) or failed; the running config was kept.",
+        );
+        let rejected = labelled(
+            &mut registry,
+            "jetedge_ingress_rejected",
+            "Requests or events refused, by error code.",
+            "code",
+            ERROR_CODES,
+        );
+        let redacted = labelled(
+            &mut registry,
+            "jetedge_values_redacted",
+            "Values redacted before the outbox, by detector (path: whole-value rules).",
+            "detector",
+            COUNTED,
+        );
+        let ingest_seconds = seconds();
+        registry.register_with_unit(
+            "jetedge_ingest_duration",
+            "Ingest requests, from receipt to the answer (202 means on disk).",
+            Unit::Seconds,
+            ingest_seconds.clone(),
+        );
+        let forward_seconds = seconds();
+        registry.register_with_unit(
+            "jetedge_forward_duration",
+            "Events from publish to upstream's acknowledgement.",
+            Unit::Seconds,
+            forward_seconds.clone(),
+        );
+        let delivery_seconds: Histograms = Family::new_with_constructor(seconds);
+        registry.register_with_unit(
+            "jetedge_egress_delivery_duration",
+            "Delivery attempts to a subscription's targets.",
+            Unit::Seconds,
+            delivery_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "jetedge_commit_duration",
+            "Group commits: the outbox write and its flush (and fdatasync).",
+            Unit::Seconds,
+            commit.0.clone(),
+        );
+        registry.register(
+            "jetedge_commit_events",
+            "Events per group commit.",
+            commit.1.clone(),
+        );
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+        registry.register("jetedge_build_info", "The running build (value 1).", build);
+        Self {
+            registry,
+            events_accepted,
+            events_duplicate,
+            events_forwarded,
+            publish_failures,
+            events_parked,
+            local_dropped,
+            commit_errors,
+            events_filtered,
+            reloads,
+            reloads_failed,
+            ingest_seconds,
+            forward_seconds,
+            delivery_seconds,
+            rejected,
+            redacted,
+        }
+    }
+
     /// Counts one rejected request or event by its error code.
     pub fn reject(&self, code: &str) {
-        if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
-            self.rejected[i].fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.commit_errors.fetch_add(1, Ordering::Relaxed);
-        }
+        match ERROR_CODES.iter().position(|c| *c == code) {
+            Some(i) => self.rejected[i].inc(),
+            None => self.commit_errors.inc(),
+        };
     }
 
     /// Refusals so far, by error code.
     pub fn refusals(&self) -> [u64; ERROR_CODES.len()] {
-        std::array::from_fn(|i| self.rejected[i].load(Ordering::Relaxed))
+        std::array::from_fn(|i| self.rejected[i].get())
     }
 
     pub fn rejected(&self, code: &str) -> u64 {
         ERROR_CODES
             .iter()
             .position(|c| *c == code)
-            .map_or(0, |i| self.rejected[i].load(Ordering::Relaxed))
+            .map_or(0, |i| self.rejected[i].get())
     }
 
     /// Adds values redacted, by detector (`COUNTED` order).
     pub fn redacted(&self, counts: &[u64; COUNTED.len()]) {
         for (c, n) in self.redacted.iter().zip(counts) {
             if *n > 0 {
-                c.fetch_add(*n, Ordering::Relaxed);
+                c.inc_by(*n);
             }
         }
     }
@@ -85,118 +253,118 @@ impl Metrics {
         COUNTED
             .iter()
             .position(|c| *c == detector)
-            .map_or(0, |i| self.redacted[i].load(Ordering::Relaxed))
+            .map_or(0, |i| self.redacted[i].get())
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub fn get(counter: &Counter) -> u64 {
+        counter.get()
     }
 
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
-    /// Prometheus text exposition; `backlog` is (events, bytes) waiting for upstream.
-    pub fn render(&self, backlog: (u64, u64), upstream_connected: bool) -> String {
+    /// The histogram of one subscription's delivery attempts.
+    pub fn delivery(&self, subscription: &str) -> Histogram {
+        let labels = vec![("subscription", subscription.to_string())];
+        self.delivery_seconds.get_or_create(&labels).clone()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4): the node's own
+    /// metrics, then what `now` read from the rest of the node.
+    pub fn render(&self, now: &Snapshot<'_>) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}"
-            );
-        };
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter(
-            "jetedge_events_accepted",
-            "Events made durable in the outbox.",
-            load(&self.events_accepted),
-        );
-        counter(
-            "jetedge_events_duplicate",
-            "Events answered as duplicates of an earlier one.",
-            load(&self.events_duplicate),
-        );
-        counter(
-            "jetedge_events_forwarded",
-            "Events acknowledged by upstream JetStream.",
-            load(&self.events_forwarded),
-        );
-        counter(
-            "jetedge_publish_failures",
-            "Upstream publishes that failed and will be retried.",
-            load(&self.publish_failures),
-        );
-        counter(
-            "jetedge_events_parked",
-            "Events upstream refused for good, moved aside (jetedge parked list).",
-            load(&self.events_parked),
-        );
-        counter(
-            "jetedge_local_ingest_dropped",
-            "NATS ingest messages lost because jetedge fell behind (slow consumer).",
-            load(&self.local_dropped),
-        );
-        counter(
-            "jetedge_events_filtered",
-            "Events dropped by a routing rule (answered 202 filtered).",
-            load(&self.events_filtered),
-        );
-        counter(
-            "jetedge_config_reloads",
-            "Config reloads applied (SIGHUP, POST /admin/reload, jetedge reload).",
-            load(&self.reloads),
-        );
-        counter(
-            "jetedge_config_reloads_failed",
-            "Config reloads refused (an invalid file) or failed; the running config was kept.",
-            load(&self.reloads_failed),
-        );
-        let _ = writeln!(out, "# HELP jetedge_values_redacted Values redacted before the outbox, by detector (path: whole-value rules).\n# TYPE jetedge_values_redacted counter");
-        for (i, d) in COUNTED.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "jetedge_values_redacted_total{{detector=\"{d}\"}} {}",
-                load(&self.redacted[i])
-            );
-        }
-        let _ = writeln!(out, "# HELP jetedge_ingress_rejected Requests or events refused, by error code.\n# TYPE jetedge_ingress_rejected counter");
-        for (i, code) in ERROR_CODES.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "jetedge_ingress_rejected_total{{code=\"{code}\"}} {}",
-                load(&self.rejected[i])
-            );
-        }
-        let _ = writeln!(out, "# HELP jetedge_backlog_events Events waiting for upstream.\n# TYPE jetedge_backlog_events gauge\njetedge_backlog_events {}", backlog.0);
-        let _ = writeln!(out, "# HELP jetedge_backlog_bytes Bytes waiting for upstream.\n# TYPE jetedge_backlog_bytes gauge\njetedge_backlog_bytes {}", backlog.1);
-        let _ = writeln!(out, "# HELP jetedge_upstream_connected 1 while the upstream link is up.\n# TYPE jetedge_upstream_connected gauge\njetedge_upstream_connected {}", u8::from(upstream_connected));
+        let _ = encode(&mut out, &self.registry);
+        let _ = encode(&mut out, &scrape(now));
         out
     }
 }
 
-/// Prometheus text for the requests each rate limit refused (`limit` is
-/// `ingress` for the listener's, `source` with the source's name else).
-pub fn render_rate_limited(limits: &[(Option<&str>, u64)]) -> String {
-    let mut out = String::from("# HELP jetedge_rate_limited Requests refused by a rate limit (429 rate_limited).\n# TYPE jetedge_rate_limited counter\n");
-    for (source, n) in limits {
-        let _ = match source {
-            None => writeln!(out, "jetedge_rate_limited_total{{limit=\"ingress\"}} {n}"),
-            Some(s) => writeln!(
-                out,
-                "jetedge_rate_limited_total{{limit=\"source\",source=\"{s}\"}} {n}"
-            ),
-        };
-    }
+/// Counters labelled `label` = each of `values`, registered as one family;
+/// kept as an array so counting needs no lookup.
+fn labelled<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    let family = Family::<Labels, Counter>::default();
+    let out = values.map(|v| family.get_or_create(&vec![(label, v.to_string())]).clone());
+    registry.register(name, help, family);
     out
 }
 
-/// A counter family of subscriptions: name, help, and how to read it.
-type Family = (&'static str, &'static str, fn(&SubscriptionStatus) -> u64);
+/// The metrics read at scrape time, as a registry of their values.
+fn scrape(now: &Snapshot<'_>) -> Registry {
+    let mut r = Registry::default();
+    let gauge = |v: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(v);
+        g
+    };
+    r.register(
+        "jetedge_backlog_events",
+        "Events waiting for upstream.",
+        gauge(now.backlog.0 as i64),
+    );
+    r.register_with_unit(
+        "jetedge_backlog",
+        "Outbox bytes on disk waiting for upstream.",
+        Unit::Bytes,
+        gauge(now.backlog.1 as i64),
+    );
+    let age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    age.set(now.oldest_age_seconds.unwrap_or(0.0));
+    r.register_with_unit(
+        "jetedge_backlog_oldest_event_age",
+        "Age of the oldest event waiting for upstream (0 when none waits).",
+        Unit::Seconds,
+        age,
+    );
+    r.register(
+        "jetedge_upstream_connected",
+        "1 while the upstream link is up.",
+        gauge(i64::from(now.upstream_connected)),
+    );
+    if let Some(up) = now.local_connected {
+        r.register(
+            "jetedge_local_connected",
+            "1 while the site's NATS link is up.",
+            gauge(i64::from(up)),
+        );
+    }
+    r.register(
+        "jetedge_dlq_entries",
+        "Dead letters waiting for replay or purge.",
+        gauge(now.dead_letters as i64),
+    );
+    r.register(
+        "jetedge_parked_entries",
+        "Events upstream refused, waiting for replay or purge.",
+        gauge(now.parked as i64),
+    );
+    egress(&mut r, now.subscriptions);
+    let limited = Family::<Labels, Counter>::default();
+    for (source, n) in now.rate_limited {
+        let labels = match source {
+            None => vec![("limit", "ingress".to_string())],
+            Some(s) => vec![("limit", "source".to_string()), ("source", s.to_string())],
+        };
+        limited.get_or_create(&labels).inc_by(*n);
+    }
+    r.register(
+        "jetedge_rate_limited",
+        "Requests refused by a rate limit (429 rate_limited).",
+        limited,
+    );
+    r
+}
 
-/// Prometheus text for the subscriptions and the dead-letter queue.
-pub fn render_egress(subs: &[SubscriptionStatus], dead_letters: usize, parked: u64) -> String {
-    let mut out = String::new();
-    let families: [Family; 5] = [
+/// Each subscription's counters, its consumer's lag and its breakers.
+fn egress(r: &mut Registry, subs: &[SubscriptionStatus]) {
+    type Value = fn(&SubscriptionStatus) -> u64;
+    let counters: [(&str, &str, Value); 5] = [
         (
             "jetedge_egress_delivered",
             "Events every target of a subscription took.",
@@ -223,31 +391,39 @@ pub fn render_egress(subs: &[SubscriptionStatus], dead_letters: usize, parked: u
             |s| s.skipped_as_delivered_locally,
         ),
     ];
-    for (name, help, value) in families {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    let by_sub = |s: &SubscriptionStatus| vec![("subscription", s.name.clone())];
+    for (name, help, value) in counters {
+        let family = Family::<Labels, Counter>::default();
         for s in subs {
-            let _ = writeln!(
-                out,
-                "{name}_total{{subscription=\"{}\"}} {}",
-                s.name,
-                value(s)
-            );
+            family.get_or_create(&by_sub(s)).inc_by(value(s));
         }
+        r.register(name, help, family);
     }
-    let _ = writeln!(out, "# HELP jetedge_egress_circuit_open 1 while a target's circuit breaker holds deliveries back.\n# TYPE jetedge_egress_circuit_open gauge");
+    let pending = Family::<Labels, Gauge>::default();
+    let open = Family::<Labels, Gauge>::default();
     for s in subs {
+        pending
+            .get_or_create(&by_sub(s))
+            .set(s.pending_upstream as i64);
         for t in &s.targets {
-            let open = u8::from(t.breaker.state != "closed");
-            let _ = writeln!(
-                out,
-                "jetedge_egress_circuit_open{{subscription=\"{}\",target=\"{}\"}} {open}",
-                s.name, t.target
-            );
+            let labels = vec![
+                ("subscription", s.name.clone()),
+                ("target", t.target.to_string()),
+            ];
+            open.get_or_create(&labels)
+                .set(i64::from(t.breaker.state != "closed"));
         }
     }
-    let _ = writeln!(out, "# HELP jetedge_dlq_entries Dead letters waiting for replay or purge.\n# TYPE jetedge_dlq_entries gauge\njetedge_dlq_entries {dead_letters}");
-    let _ = writeln!(out, "# HELP jetedge_parked_entries Events upstream refused, waiting for replay or purge.\n# TYPE jetedge_parked_entries gauge\njetedge_parked_entries {parked}");
-    out
+    r.register(
+        "jetedge_egress_consumer_pending",
+        "Messages waiting upstream for a subscription's consumer (its lag), as last reported.",
+        pending,
+    );
+    r.register(
+        "jetedge_egress_circuit_open",
+        "1 while a target's circuit breaker holds deliveries back.",
+        open,
+    );
 }
 
 /// Logs, once a minute and only when there were any, how many requests or
@@ -287,10 +463,25 @@ mod tests {
         m.reject("unauthorized");
         m.reject("unauthorized");
         Metrics::add(&m.events_accepted, 3);
+        m.ingest_seconds.observe(0.003);
         assert_eq!(m.rejected("unauthorized"), 2);
-        let text = m.render((5, 500), true);
-        assert!(text.contains("jetedge_ingress_rejected_total{code=\"unauthorized\"} 2"));
-        assert!(text.contains("jetedge_events_accepted_total 3"));
-        assert!(text.contains("jetedge_backlog_events 5"));
+        let now = Snapshot {
+            backlog: (5, 500),
+            oldest_age_seconds: Some(2.5),
+            upstream_connected: true,
+            ..Snapshot::default()
+        };
+        let text = m.render(&now);
+        for line in [
+            "jetedge_ingress_rejected_total{code=\"unauthorized\"} 2",
+            "jetedge_events_accepted_total 3",
+            "jetedge_backlog_events 5",
+            "jetedge_backlog_bytes 500",
+            "jetedge_backlog_oldest_event_age_seconds 2.5",
+            "jetedge_ingest_duration_seconds_count 1",
+            "jetedge_build_info{version=\"",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -165,7 +165,11 @@ async fn pump(sub: &Arc<Subscription>, consumer: &PullConsumer) {
             }
             None => break,
         };
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let info = msg.info().ok();
+        let seq = info.as_ref().map_or(0, |i| i.stream_sequence);
+        if let Some(i) = &info {
+            sub.note_pending(i.pending);
+        }
         if !busy.lock().expect("busy set").insert(seq) {
             continue;
         }

@@ -39,6 +39,8 @@ struct Stats {
     dead_lettered: AtomicU64,
     local_first: AtomicU64,
     skipped: AtomicU64,
+    /// Messages waiting upstream for the consumer, as the last one said.
+    pending: AtomicU64,
     /// Dead letters not yet told in the log, and when it last told any.
     untold_letters: std::sync::Mutex<(u64, Option<std::time::Instant>)>,
 }
@@ -56,6 +58,8 @@ pub struct Subscription {
     store: Store,
     stop: CancellationToken,
     stats: Stats,
+    /// Each delivery attempt's duration.
+    delivery: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// What became of one message.
@@ -76,6 +80,7 @@ impl Subscription {
         targets: Vec<Target>,
         store: Store,
         stop: CancellationToken,
+        delivery: prometheus_client::metrics::histogram::Histogram,
     ) -> Self {
         Self {
             cfg: cfg.clone(),
@@ -84,7 +89,13 @@ impl Subscription {
             store,
             stop,
             stats: Stats::default(),
+            delivery,
         }
+    }
+
+    /// Keeps the consumer's lag upstream, as a message reported it.
+    pub(crate) fn note_pending(&self, pending: u64) {
+        self.stats.pending.store(pending, Ordering::Relaxed);
     }
 
     /// Delivers `r` to every target, retrying those that fail, until all
@@ -155,7 +166,9 @@ impl Subscription {
     /// One delivery to one target, its outcome told to the target's breaker
     /// and counted.
     async fn attempt(&self, target: &Target, r: &Record) -> Result<(), Failure> {
+        let started = std::time::Instant::now();
         let result = target.send(r).await;
+        self.delivery.observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => target.breaker.success(),
             Err(f) => self.failed(target, r, f),
@@ -239,6 +252,7 @@ impl Subscription {
             dead_lettered: load(&self.stats.dead_lettered),
             local_first_delivered: load(&self.stats.local_first),
             skipped_as_delivered_locally: load(&self.stats.skipped),
+            pending_upstream: load(&self.stats.pending),
             targets: self
                 .targets
                 .iter()
@@ -268,6 +282,8 @@ pub struct SubscriptionStatus {
     pub dead_lettered: u64,
     pub local_first_delivered: u64,
     pub skipped_as_delivered_locally: u64,
+    /// Messages waiting upstream for its consumer (its lag), as last reported.
+    pub pending_upstream: u64,
     pub targets: Vec<TargetStatus>,
 }
 
@@ -306,6 +322,7 @@ pub struct Egress {
     site: Option<Site>,
     http: crate::tls::HttpClient,
     node: String,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A subscription, its tasks, and the secret its targets were built with
@@ -331,8 +348,10 @@ impl Egress {
         store: Store,
         upstream: Upstream,
         site: Option<Site>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Egress, String> {
         let egress = Egress {
+            metrics,
             running: std::sync::RwLock::new(Vec::new()),
             store,
             stop: CancellationToken::new(),
@@ -359,6 +378,7 @@ impl Egress {
                     targets,
                     self.store.clone(),
                     self.stop.child_token(),
+                    self.metrics.delivery(&s.name),
                 );
                 Ok(Built {
                     sub: Arc::new(sub),

@@ -432,6 +432,8 @@ impl Forwarder {
                 if sent.size > 0 {
                     let now = Instant::now();
                     link.window.on_ack(sent.size, now - sent.at, now);
+                    let seconds = (now - sent.at).as_secs_f64();
+                    self.metrics.forward_seconds.observe(seconds);
                 }
                 Ok(())
             }

@@ -216,7 +216,13 @@ impl Server {
             None => String::new(),
         };
         let span = tracing::info_span!("ingest", source = %source);
-        self.answer(req, identities).instrument(span).await
+        let (ingesting, started) = (req.method() == Method::POST, std::time::Instant::now());
+        let resp = self.answer(req, identities).instrument(span).await;
+        if ingesting {
+            let seconds = started.elapsed().as_secs_f64();
+            self.ingest.get().metrics.ingest_seconds.observe(seconds);
+        }
+        resp
     }
 
     async fn answer(&self, req: Request<Incoming>, identities: &[String]) -> Response<Full<Bytes>> {

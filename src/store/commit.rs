@@ -224,6 +224,7 @@ impl Committer {
     }
 
     fn try_commit(&mut self, group: Vec<Request>, w: &mut Waiters) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let now = now_ms();
         let mut removals = Vec::new();
         let mut persists = Vec::new();
@@ -262,6 +263,13 @@ impl Committer {
             self.flush_keys(now)?;
         }
         self.durable()?;
+        if events > 0 {
+            let inner = &self.inner;
+            inner
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            inner.commit_events.observe(events as f64);
+        }
         self.inner
             .disk_full
             .store(self.space.is_full(), Ordering::Relaxed);

@@ -196,6 +196,9 @@ struct Inner {
     parked_count: AtomicU64,
     /// Flushes the committer made (each one fdatasync'd with `node.fsync`).
     flushes: AtomicU64,
+    /// Each group commit's duration and events, for `/metrics`.
+    commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    commit_events: prometheus_client::metrics::histogram::Histogram,
     /// Set while the committer refuses events for space (`space.rs`).
     disk_full: std::sync::atomic::AtomicBool,
     /// Set once a write could not be made durable (see `commit.rs`).
@@ -246,6 +249,12 @@ impl Store {
             max_buffer: cfg.max_buffer.0,
             new_data: Notify::new(),
             flushes: AtomicU64::new(0),
+            commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 20),
+            ),
+            commit_events: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 15),
+            ),
             disk_full: std::sync::atomic::AtomicBool::new(false),
             dlq_count: AtomicU64::new(0),
             parked_count: AtomicU64::new(0),
@@ -347,6 +356,20 @@ impl Store {
     /// Whether new events are refused because the disk is nearly full.
     pub fn is_disk_full(&self) -> bool {
         self.inner.disk_full.load(Ordering::Relaxed)
+    }
+
+    /// The group commits' durations and sizes (the same histograms the
+    /// committer records into).
+    pub fn commit_histograms(
+        &self,
+    ) -> (
+        prometheus_client::metrics::histogram::Histogram,
+        prometheus_client::metrics::histogram::Histogram,
+    ) {
+        (
+            self.inner.commit_seconds.clone(),
+            self.inner.commit_events.clone(),
+        )
     }
 
     /// Flushes (group commits) made so far.

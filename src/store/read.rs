@@ -158,4 +158,24 @@ impl Store {
         }
         Ok(())
     }
+
+    /// How long ago the oldest event waiting for upstream was accepted
+    /// (its id is a UUIDv7, which carries that time); `None` when none
+    /// waits. Reads the head record: once per scrape, not per event.
+    pub fn oldest_age(&self) -> Option<std::time::Duration> {
+        let head = self.inner.log.ends().head;
+        let entry = self.inner.log.read_at(head, None).ok()??;
+        let batch = self.inner.seal.open(entry.batch).ok()?;
+        let first = record::decode_batch(&batch).ok()?.into_iter().next()?;
+        let (secs, nanos) = uuid::Uuid::parse_str(&first.id)
+            .ok()?
+            .get_timestamp()?
+            .to_unix();
+        let accepted = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        Some(
+            std::time::SystemTime::now()
+                .duration_since(accepted)
+                .unwrap_or_default(),
+        )
+    }
 }

@@ -101,8 +101,8 @@ async fn losing_the_stream_leader_mid_stream_loses_and_doubles_nothing() {
         .and_then(|c| c.leader);
     eprintln!(
         "new leader {new_leader:?}; {} forwarded, {} publish failures",
-        node.metrics.events_forwarded.load(Ordering::Relaxed),
-        node.metrics.publish_failures.load(Ordering::Relaxed)
+        node.metrics.events_forwarded.get(),
+        node.metrics.publish_failures.get()
     );
     node.shutdown().await;
 }

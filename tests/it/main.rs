@@ -17,6 +17,7 @@ mod filter_redact;
 mod forward;
 mod ingress;
 mod local_ingest;
+mod metrics;
 mod nats_security;
 mod poison;
 mod redaction;
