@@ -99,3 +99,34 @@ async fn metrics_parse_and_the_histograms_move() {
     assert!(value(&s, "jetedge_ingest_duration_seconds_count", None) >= 25.0);
     node.shutdown().await;
 }
+
+/// Every metric the shipped Grafana dashboard queries is one the node
+/// exposes (`jetedge_local_connected` only with `[local]`, absent here).
+fn dashboard_names_exist(s: &prometheus_parse::Scrape) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("conf/grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let names = regex::Regex::new(r"jetedge_[a-z_]+").unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for m in names.find_iter(expr) {
+                let name = m.as_str();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                if base == "jetedge_local_connected" {
+                    continue;
+                }
+                assert!(
+                    s.docs.contains_key(base),
+                    "the dashboard queries {name}, which /metrics lacks"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20, "{checked} names checked");
+}
