@@ -39,12 +39,16 @@ async fn metrics_parse_and_the_histograms_move() {
     let nats = NatsServer::start();
     let hook = Receiver::start(SECRET, Mode::Ok).await;
     let dir = TempDir::new("metrics");
-    let text = node_config(dir.path(), &[nats.url()])
-        + &format!(
-            "\n[[subscription]]\nname = \"apps\"\nsubjects = [\"events.shop.>\"]\ndeliver = \"all\"\n\
+    // A rate limit far above the load, so its series is there to read.
+    let text = node_config(dir.path(), &[nats.url()]).replacen(
+        "[ingress]\n",
+        "[ingress]\nrate_limit = { per_second = 100000, burst = 100000 }\n",
+        1,
+    ) + &format!(
+        "\n[[subscription]]\nname = \"apps\"\nsubjects = [\"events.shop.>\"]\ndeliver = \"all\"\n\
              to_webhook = {{ url = \"{}\", secret = \"env:{SECRET_ENV}\" }}\n",
-            hook.url
-        );
+        hook.url
+    );
     let node = Node::start(parse_config(&text)).await.unwrap();
     let port = node.admin_addr.unwrap().port();
     let client = Client::new(node.ingress_addr);
@@ -84,6 +88,7 @@ async fn metrics_parse_and_the_histograms_move() {
         s.docs.contains_key("jetedge_ingest_duration_seconds"),
         "HELP lines are read"
     );
+    dashboard_names_exist(&s);
 
     // Forwarding held: the backlog's oldest event ages, and ingest moves.
     node.pause_forwarding(true);
@@ -101,7 +106,8 @@ async fn metrics_parse_and_the_histograms_move() {
 }
 
 /// Every metric the shipped Grafana dashboard queries is one the node
-/// exposes (`jetedge_local_connected` only with `[local]`, absent here).
+/// exposes (`jetedge_local_connected` only with `[local]`, absent here;
+/// `jetedge_rate_limited_total` only with a rate limit, set here).
 fn dashboard_names_exist(s: &prometheus_parse::Scrape) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("conf/grafana-dashboard.json")).unwrap();
