@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs nats-server if missing
-# (scripts/install-nats.sh), checks formatting and lints, then runs every
-# unit and integration test against real nats-server processes.
+# (scripts/install-nats.sh) and Debian's Chromium with its WebDriver
+# (scripts/install-chromium.sh, for the status page's test), checks
+# formatting and lints, then runs every unit and integration test against
+# real nats-server processes.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh crash      only tests whose name contains "crash"
@@ -12,6 +14,12 @@ cd "$root"
 NATS_SERVER_BIN=$("$root/scripts/install-nats.sh" | tail -n 1)
 export NATS_SERVER_BIN
 echo "nats-server: $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version))"
+# Chromium and chromedriver for the status page's browser test.
+browser=$("$root/scripts/install-chromium.sh")
+CHROMIUM_BIN=$(sed -n 1p <<<"$browser")
+CHROMEDRIVER_BIN=$(sed -n 2p <<<"$browser")
+export CHROMIUM_BIN CHROMEDRIVER_BIN
+echo "chromium: $CHROMIUM_BIN ($("$CHROMIUM_BIN" --version 2>/dev/null))"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

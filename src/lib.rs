@@ -264,6 +264,11 @@ impl NodeHandle {
         self.link.borrow().as_str()
     }
 
+    /// Dead letters waiting for an operator.
+    pub fn dead_letters(&self) -> usize {
+        self.store.dead_letter_count()
+    }
+
     /// Events and bytes waiting for upstream.
     pub fn backlog(&self) -> (u64, u64) {
         self.store.backlog()

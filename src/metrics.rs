@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use std::collections::BTreeMap;
 
 /// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
 pub const ERROR_CODES: [&str; 19] = [
@@ -72,6 +73,9 @@ pub struct Metrics {
     /// One delivery attempt to one target, by subscription.
     pub delivery_seconds: Histograms,
     rejected: [Counter; ERROR_CODES.len()],
+    /// Refusals of each configured source, by code, for the status page
+    /// (a lock, but only on the refusal path).
+    by_source: std::sync::Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     redacted: [Counter; COUNTED.len()],
 }
 
@@ -215,16 +219,29 @@ impl Metrics {
             forward_seconds,
             delivery_seconds,
             rejected,
+            by_source: Default::default(),
             redacted,
         }
     }
 
-    /// Counts one rejected request or event by its error code.
-    pub fn reject(&self, code: &str) {
-        match ERROR_CODES.iter().position(|c| *c == code) {
-            Some(i) => self.rejected[i].inc(),
-            None => self.commit_errors.inc(),
+    /// Counts one rejected request or event by its error code, and by
+    /// its source when it names a configured one.
+    pub fn reject(&self, source: Option<&str>, code: &str) {
+        let Some(i) = ERROR_CODES.iter().position(|c| *c == code) else {
+            self.commit_errors.inc();
+            return;
         };
+        self.rejected[i].inc();
+        if let Some(s) = source {
+            let mut by_source = self.by_source.lock().expect("refusals");
+            let codes = by_source.entry(s.to_string()).or_default();
+            *codes.entry(ERROR_CODES[i]).or_default() += 1;
+        }
+    }
+
+    /// Refusals so far of each source that had any, by code.
+    pub fn refusals_by_source(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+        self.by_source.lock().expect("refusals").clone()
     }
 
     /// Refusals so far, by error code.
@@ -460,8 +477,9 @@ mod tests {
     #[test]
     fn rejections_are_counted_by_code_and_rendered() {
         let m = Metrics::default();
-        m.reject("unauthorized");
-        m.reject("unauthorized");
+        m.reject(Some("shop"), "unauthorized");
+        m.reject(None, "unauthorized");
+        assert_eq!(m.refusals_by_source()["shop"]["unauthorized"], 1);
         Metrics::add(&m.events_accepted, 3);
         m.ingest_seconds.observe(0.003);
         assert_eq!(m.rejected("unauthorized"), 2);

@@ -251,7 +251,7 @@ pub async fn accept(
         Ok(Err(e)) => e.to_string(),
         Err(_) => "timed out".to_string(),
     };
-    metrics.reject("tls_handshake_failed");
+    metrics.reject(None, "tls_handshake_failed");
     tracing::debug!(?peer, %error, "TLS handshake failed");
     None
 }

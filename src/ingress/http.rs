@@ -217,7 +217,7 @@ impl Server {
         };
         let span = tracing::info_span!("ingest", source = %source);
         let (ingesting, started) = (req.method() == Method::POST, std::time::Instant::now());
-        let resp = self.answer(req, identities).instrument(span).await;
+        let resp = self.answer(req, identities, &source).instrument(span).await;
         if ingesting {
             let seconds = started.elapsed().as_secs_f64();
             self.ingest.get().metrics.ingest_seconds.observe(seconds);
@@ -225,7 +225,12 @@ impl Server {
         resp
     }
 
-    async fn answer(&self, req: Request<Incoming>, identities: &[String]) -> Response<Full<Bytes>> {
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        identities: &[String],
+        source: &str,
+    ) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let ingest = self.ingest.get();
         let ingest = ingest.as_ref();
@@ -245,7 +250,9 @@ impl Server {
         };
         result.unwrap_or_else(|e| {
             let (status, code) = e.status_and_code();
-            ingest.metrics.reject(code);
+            // By source only for configured ones: any name can be posted to.
+            let known = ingest.source(source).is_ok().then_some(source);
+            ingest.metrics.reject(known, code);
             // Counted; a storm of refusals is summarised once a minute
             // (`metrics::report_refusals`), never logged line by line.
             tracing::debug!(%path, status = status.as_u16(), code, reason = %e.message(), "request refused");

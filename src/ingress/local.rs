@@ -139,7 +139,7 @@ async fn handle_burst(
             counts
         });
         if let Err(r) = &shaped {
-            ingest.metrics.reject(r.code());
+            ingest.metrics.reject(None, r.code());
         }
         pending.push(Pending {
             reply: msg.reply.clone(),

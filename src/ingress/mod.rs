@@ -302,7 +302,7 @@ impl Ingest {
                 return answers
                     .into_iter()
                     .map(|a| a.unwrap_or_else(|| Answer::Rejected(r.clone())))
-                    .inspect(|a| self.count(a))
+                    .inspect(|a| self.count(source, a))
                     .collect();
             }
         };
@@ -327,16 +327,16 @@ impl Ingest {
                     }
                 })
             })
-            .inspect(|a| self.count(a))
+            .inspect(|a| self.count(source, a))
             .collect()
     }
 
-    fn count(&self, a: &Answer) {
+    fn count(&self, source: &str, a: &Answer) {
         match a {
             Answer::Accepted { .. } => Metrics::add(&self.metrics.events_accepted, 1),
             Answer::Filtered { .. } => Metrics::add(&self.metrics.events_filtered, 1),
             Answer::Duplicate { .. } => Metrics::add(&self.metrics.events_duplicate, 1),
-            Answer::Rejected(r) => self.metrics.reject(r.code()),
+            Answer::Rejected(r) => self.metrics.reject(Some(source), r.code()),
         }
     }
 

@@ -24,5 +24,6 @@ mod redaction;
 mod reload;
 mod service;
 mod slow_link;
+mod status_page;
 mod tap;
 mod tls;
