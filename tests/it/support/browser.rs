@@ -128,7 +128,12 @@ impl Browser {
             }
             if Instant::now() >= deadline {
                 let page = self.session("GET", "/source", None).await;
-                let page = page.as_str().unwrap_or_default().chars().take(3000).collect::<String>();
+                let page = page
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(3000)
+                    .collect::<String>();
                 panic!("{css} still shows {text:?}; the page:\n{page}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
