@@ -49,8 +49,8 @@ pub struct ConfigArg {
 struct CheckArgs {
     #[command(flatten)]
     file: ConfigArg,
-    /// Also print the config as the node reads it: the file with the
-    /// JETEDGE_* environment overrides applied, URLs' credentials hidden.
+    /// Also print the config as the node runs it: every default filled in,
+    /// the JETEDGE_* environment overrides applied, URLs' credentials hidden.
     #[arg(long)]
     print: bool,
 }
@@ -173,17 +173,11 @@ fn load_for_admin(path: &Path) -> Option<Config> {
 }
 
 fn check(path: &Path, print: bool) -> ExitCode {
-    if print {
-        match Config::effective_toml(path) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprint!("{e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
     match load(path) {
         Some(cfg) => {
+            if print {
+                println!("{}", cfg.to_toml());
+            }
             for w in cfg.warnings() {
                 println!("warning: {w}");
             }

@@ -19,7 +19,7 @@ pub use secret::{redact_url, token_eq, Secret, SecretRef, Url};
 pub use subscription::Deliver;
 pub use units::{parse_size, ByteSize, HumanDuration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 pub struct Config {
     #[serde(default)]
     pub node: NodeConfig,
@@ -90,7 +90,7 @@ pub struct Config {
 }
 
 /// `[admin]`: the operators' listener (metrics, status, DLQ).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct AdminConfig {
     /// Empty: no admin listener.
@@ -118,7 +118,7 @@ impl Default for AdminConfig {
 }
 
 /// `[[subscription]]`: upstream subjects pushed out to the site's microapps.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct SubscriptionConfig {
     pub name: String,
     /// Upstream subject filters (NATS wildcards allowed).
@@ -166,7 +166,7 @@ fn default_ack_wait() -> HumanDuration {
     HumanDuration::secs(30)
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct StreamTarget {
     /// Subject published on; a local stream must capture it.
     pub subject: String,
@@ -176,7 +176,7 @@ pub struct StreamTarget {
     pub timeout: HumanDuration,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct WebhookTarget {
     pub url: Url,
     /// Standard Webhooks secret (`whsec_` + base64).
@@ -199,7 +199,7 @@ fn default_target_timeout() -> HumanDuration {
 /// Retries of one message: attempt n waits a random time up to
 /// `min(max, initial * multiplier^(n-1))` (full jitter), or what a
 /// `Retry-After` asks for.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RetryConfig {
     pub initial: HumanDuration,
@@ -222,7 +222,7 @@ impl Default for RetryConfig {
 
 /// A target failing `failures` times in a row is left alone for
 /// `cool_off`, then probed with one message.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct BreakerConfig {
     pub failures: u32,
@@ -239,13 +239,13 @@ impl Default for BreakerConfig {
 }
 
 /// `[routing]`: what happens to an event no `[[route]]` matches.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct RoutingConfig {
     pub default_action: RouteAction,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteAction {
     #[default]
@@ -254,7 +254,7 @@ pub enum RouteAction {
 }
 
 /// `[[route]]`: ordered, the first whose `match` holds decides.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct RouteConfig {
     /// A name for logs and metrics.
     pub name: Option<String>,
@@ -268,7 +268,7 @@ pub struct RouteConfig {
 }
 
 /// `[[redact]]`: what to hide in which events (see `pipeline::redact`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct RedactConfig {
     /// Sources the rule applies to; all when empty.
     #[serde(default)]
@@ -297,7 +297,7 @@ pub struct RedactConfig {
     pub keep_domain: bool,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RedactAction {
     #[default]
@@ -310,7 +310,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct NodeConfig {
     /// Names this node in event sources (`/jetedge/{id}/{source}`) and in
@@ -345,7 +345,7 @@ pub struct NodeConfig {
 }
 
 /// `[node] log_format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Lines for people (colours on a terminal).
@@ -373,7 +373,7 @@ impl Default for NodeConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct IngressConfig {
     pub listen: String,
@@ -415,7 +415,7 @@ impl Default for IngressConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
     pub servers: Vec<Url>,
@@ -468,7 +468,7 @@ impl Default for UpstreamConfig {
 }
 
 /// `[local]`: the site's nats-server, where microapps and kiosks live.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LocalConfig {
     pub servers: Vec<Url>,
@@ -554,7 +554,7 @@ impl LocalConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct UpstreamTls {
     /// PEM file of the CA that signed the servers' certificates.
     pub ca: Option<PathBuf>,
@@ -564,7 +564,7 @@ pub struct UpstreamTls {
 }
 
 /// How a source proves that a request came from it.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
     StandardWebhooks,
@@ -613,7 +613,7 @@ impl Scheme {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     #[default]
@@ -621,7 +621,7 @@ pub enum Encoding {
     Base64,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct SourceConfig {
     pub name: String,
     pub verify: Scheme,
@@ -690,7 +690,7 @@ impl SourceConfig {
 
 /// A listener's TLS: PEM files of the certificate chain and its key (RSA
 /// or ECDSA), and of the CAs a client certificate must chain to (mTLS).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: PathBuf,
@@ -700,7 +700,7 @@ pub struct TlsConfig {
 
 /// A token bucket: `per_second` tokens come back each second, up to
 /// `burst` (default: one second's worth) at once. Over it, 429.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub per_second: f64,
@@ -748,20 +748,12 @@ impl Config {
         })
     }
 
-    /// The file as the node reads it, environment overrides applied, as
-    /// TOML, for `jetedge check --print`. Secrets are references in the
-    /// file already; a URL's password or token is shown as `***`.
-    pub fn effective_toml(path: &Path) -> Result<String, ConfigError> {
-        let mut out = String::new();
-        Self::read(path, |text| {
-            let mut table = parse_text(text)?;
-            env::apply_overrides(&mut table, std::env::vars())?;
-            let mut value = toml::Value::Table(table);
-            redact_urls(&mut value);
-            out = toml::to_string_pretty(&value).unwrap_or_default();
-            Ok(Config::default())
-        })?;
-        Ok(out)
+    /// The config as the node runs it (every default filled in, the
+    /// environment's overrides applied) as TOML, for `jetedge check
+    /// --print`. Secrets are shown as the references they are; a URL's
+    /// password or token as `***`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot be shown as TOML: {e}\n"))
     }
 
     fn read(
@@ -797,16 +789,6 @@ impl Config {
         } else {
             Err(problems)
         }
-    }
-}
-
-/// Every string that is a URL, redacted in place.
-fn redact_urls(v: &mut toml::Value) {
-    match v {
-        toml::Value::String(s) if s.contains("://") => *s = redact_url(s),
-        toml::Value::Array(items) => items.iter_mut().for_each(redact_urls),
-        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| redact_urls(v)),
-        _ => {}
     }
 }
 

@@ -381,6 +381,21 @@ max_attempts = "many"
     }
 
     #[test]
+    fn the_printed_config_reads_back_the_same() {
+        let example = include_str!("../../conf/example.toml");
+        let (cfg, problems) = parse(toml::from_str(example).unwrap());
+        assert!(problems.is_empty(), "{problems:?}");
+        let printed = cfg.to_toml();
+        let (again, problems) = parse(toml::from_str(&printed).unwrap());
+        assert!(problems.is_empty(), "{problems:?}\n{printed}");
+        assert_eq!(again, cfg, "{printed}");
+        assert!(
+            printed.contains("max_in_flight_bytes = \"4MiB\""),
+            "defaults are shown"
+        );
+    }
+
+    #[test]
     fn paths_and_names() {
         assert_eq!(
             segments("source[1].secrets.0"),

@@ -3,7 +3,7 @@
 //! start. `Secret` never prints its value, so it cannot leak through logs or
 //! `Debug` output.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Where a secret is read from.
@@ -54,6 +54,20 @@ impl fmt::Display for SecretRef {
             Self::Env(n) => write!(f, "env:{n}"),
             Self::File(p) => write!(f, "file:{p}"),
         }
+    }
+}
+
+/// A reference, never a value: safe to print.
+impl Serialize for SecretRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Shown redacted, as its `Display`.
+impl Serialize for Url {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

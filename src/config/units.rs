@@ -2,7 +2,7 @@
 //! the config file. Both parse from strings only, so a bare number never
 //! silently means milliseconds or bytes.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
 
@@ -30,6 +30,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     "invalid duration {s:?} ({e}); write it like \"500ms\", \"30s\", \"5m\" or \"24h\""
                 ))
             })
+    }
+}
+
+/// Written back the way it is read (`"30s"`), for `jetedge check --print`.
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
