@@ -39,6 +39,12 @@ fn event(key: Option<&str>, id: &str, size: usize) -> NewEvent {
     }
 }
 
+/// The ids of the first ten events waiting for upstream, in order.
+fn pending_ids(store: &Store) -> Vec<String> {
+    let pending = store.pending(None, 10).unwrap();
+    pending.into_iter().map(|p| p.record.id).collect()
+}
+
 fn tempdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("jetedge-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -94,12 +100,7 @@ async fn accepted_events_come_back_in_order_after_reopen() {
         .unwrap();
     // Removals are applied by the committer, in order with everything else.
     store.sync().await.unwrap();
-    let ids: Vec<_> = store
-        .pending(None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.record.id)
-        .collect();
+    let ids = pending_ids(&store);
     assert_eq!(ids, ["d"]);
     assert_eq!(store.backlog().0, 1);
     store.close().await;
@@ -213,12 +214,7 @@ async fn a_damaged_batch_is_set_aside_and_the_rest_still_flows() {
         )
         .unwrap();
     std::os::unix::fs::FileExt::write_all_at(&file, b"garbage", start.offset + 40).unwrap();
-    let ids: Vec<_> = store
-        .pending(None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.record.id)
-        .collect();
+    let ids = pending_ids(&store);
     assert_eq!(ids, ["b"]);
     assert_eq!(store.inner.corrupt.len(), 1);
     store.close().await;
@@ -448,12 +444,7 @@ async fn a_drained_outbox_gives_its_disk_back_without_a_restart() {
     store.close().await;
     let store = open(&cfg(&dir));
     assert_eq!(store.backlog().0, 1);
-    let ids: Vec<_> = store
-        .pending(None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.record.id)
-        .collect();
+    let ids = pending_ids(&store);
     assert_eq!(ids, ["after"]);
     store.close().await;
 }
@@ -589,12 +580,7 @@ async fn sealed_stores_hold_no_plaintext_and_open_only_with_their_keys() {
     // A rotated key opens everything through the previous one, and seals
     // what is kept again with the new key.
     let store = open(&with(Some(&b), &[&a]));
-    let ids: Vec<_> = store
-        .pending(None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.record.id)
-        .collect();
+    let ids = pending_ids(&store);
     assert_eq!(ids, ["e1", "e2"]);
     assert_eq!(store.local_pending("kiosk", 10).unwrap().len(), 2);
     assert_eq!(store.dead_letters(None, 10).unwrap()[0].meta, meta(1));
