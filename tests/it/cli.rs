@@ -29,6 +29,14 @@ fn check(config: &std::path::Path) -> (i32, String) {
     (out.status.code().unwrap(), text)
 }
 
+/// `check` of a config file holding `text`.
+fn check_text(name: &str, text: &str) -> (i32, String) {
+    let dir = TempDir::new(name);
+    let file = dir.path().join("jetedge.toml");
+    std::fs::write(&file, text).unwrap();
+    check(&file)
+}
+
 #[test]
 fn the_annotated_example_and_the_default_config_are_valid() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -41,10 +49,8 @@ fn the_annotated_example_and_the_default_config_are_valid() {
 
 #[test]
 fn bad_rules_exit_2_and_name_every_problem_by_key_path() {
-    let dir = TempDir::new("cli-check");
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
+    let (code, text) = check_text(
+        "cli-check",
         r#"
 [[source]]
 name = "shop"
@@ -61,9 +67,7 @@ patterns = ["(unclosed"]
 detectors = ["email"]
 action = "hash"
 "#,
-    )
-    .unwrap();
-    let (code, text) = check(&file);
+    );
     assert_eq!(code, 2, "{text}");
     for want in [
         "route[0].match.prefx: unknown filter dialect",
@@ -77,10 +81,8 @@ action = "hash"
 
 #[test]
 fn bad_subscriptions_exit_2_with_their_key_paths() {
-    let dir = TempDir::new("cli-check-subscription");
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
+    let (code, text) = check_text(
+        "cli-check-subscription",
         r#"
 [admin]
 listen = "0.0.0.0:9090"
@@ -96,9 +98,7 @@ max_attempts = 0
 name = "orders"
 subjects = ["events.>"]
 "#,
-    )
-    .unwrap();
-    let (code, text) = check(&file);
+    );
     assert_eq!(code, 2, "{text}");
     for want in [
         "admin.token: an admin listener off loopback needs a token",
@@ -162,10 +162,8 @@ dedupe_ttl = "24h"
 
 #[test]
 fn bad_rate_limits_and_tls_files_exit_2_with_their_key_paths() {
-    let dir = TempDir::new("cli-check-rate");
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
+    let (code, text) = check_text(
+        "cli-check-rate",
         r#"
 [ingress]
 rate_limit = { per_second = 0 }
@@ -176,9 +174,7 @@ verify = "none"
 rate_limit = { per_second = 5, burst = 0 }
 client_identities = ["kiosk-1"]
 "#,
-    )
-    .unwrap();
-    let (code, text) = check(&file);
+    );
     assert_eq!(code, 2, "{text}");
     for want in [
         "ingress.rate_limit.per_second: must be a number of requests per second larger than zero",
@@ -287,10 +283,8 @@ fn check_print_shows_the_file_with_its_overrides_and_hides_url_credentials() {
 
 #[test]
 fn ten_common_mistakes_are_all_found_in_one_run_with_the_names_meant() {
-    let dir = TempDir::new("cli-ten");
-    let file = dir.path().join("ten.toml");
-    std::fs::write(
-        &file,
+    let (code, text) = check_text(
+        "cli-ten",
         r#"
 [node]
 fsync = "yes"
@@ -317,9 +311,7 @@ to_subject = "apps.events"
 [subscription.retry]
 max_attempts = 0
 "#,
-    )
-    .unwrap();
-    let (code, text) = check(&file);
+    );
     assert_eq!(code, 2, "{text}");
     for want in [
         "node.fsync: invalid type: string \"yes\", expected a boolean",
@@ -340,12 +332,10 @@ max_attempts = 0
     }
 
     // A filter on an attribute no event carries compiles, and is warned about.
-    std::fs::write(
-        &file,
+    let (code, text) = check_text(
+        "cli-tpye",
         "[[route]]\nmatch = { any = [ { prefix = { tpye = \"order.\" } } ] }\naction = \"drop\"\n",
-    )
-    .unwrap();
-    let (code, text) = check(&file);
+    );
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains(
