@@ -195,3 +195,22 @@ fn the_demo_runs_the_whole_mesh_and_says_where_each_event_went() {
     }
     assert!(!text.contains("4111 1111"), "{text}");
 }
+
+#[test]
+fn the_harness_moves_a_node_whose_port_another_process_took() {
+    let dir = TempDir::new("port-taken");
+    let offline = format!("nats://127.0.0.1:{}", support::free_port());
+    let mut node = support::node::Binary::configured(
+        dir.path(),
+        &node_config(&dir.path().join("data"), &[offline]),
+    );
+    // Someone else binds the port between the pick and the start.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", node.port)).unwrap();
+    let taken = node.port;
+    node.start();
+    assert_ne!(node.port, taken);
+    let ready = support::http::blocking_get(node.port, "/readyz").unwrap();
+    assert_eq!(ready.0, 200);
+    drop(squatter);
+    node.stop();
+}

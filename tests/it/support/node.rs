@@ -13,6 +13,8 @@ pub struct Binary {
     pub port: u16,
     pub admin_port: u16,
     child: Option<Child>,
+    /// Where the log of the latest start begins.
+    log_from: usize,
 }
 
 impl Binary {
@@ -33,13 +35,42 @@ impl Binary {
             port,
             admin_port,
             child: None,
+            log_from: 0,
         }
     }
 
-    /// Starts the process and waits until `/readyz` answers 200.
+    /// Starts the process and waits until `/readyz` answers 200. A port
+    /// picked free can be taken by another test before the node binds it:
+    /// then the node is started again on new ports.
     pub fn start(&mut self) {
-        self.spawn();
-        self.wait_ready();
+        for _ in 0..3 {
+            self.spawn();
+            if self.wait_ready() {
+                return;
+            }
+            self.move_ports();
+        }
+        panic!(
+            "jetedge found its ports taken three times:\n{}",
+            self.log_tail(5)
+        );
+    }
+
+    /// New free ports for both listeners, in the config file too.
+    fn move_ports(&mut self) {
+        let (port, admin_port) = (super::free_port(), super::free_port());
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text
+            .replace(
+                &format!("127.0.0.1:{}\"", self.port),
+                &format!("127.0.0.1:{port}\""),
+            )
+            .replace(
+                &format!("127.0.0.1:{}\"", self.admin_port),
+                &format!("127.0.0.1:{admin_port}\""),
+            );
+        std::fs::write(&self.config, text).unwrap();
+        (self.port, self.admin_port) = (port, admin_port);
     }
 
     /// The process id of the running node.
@@ -49,6 +80,7 @@ impl Binary {
 
     /// Starts the process without waiting for it.
     pub fn spawn(&mut self) {
+        self.log_from = self.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -65,19 +97,27 @@ impl Binary {
         self.child = Some(child);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for `/readyz`; `false` when the node exited because one of
+    /// its ports was taken.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         while blocking_get(self.port, "/readyz").is_none_or(|(s, _)| s != 200) {
             let exited = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
+            let tail = self.log_tail(30);
+            let this_run = self.log().get(self.log_from..).unwrap_or("").to_string();
+            if exited.is_some() && this_run.contains("Address already in use") {
+                self.child = None;
+                return false;
+            }
             if exited.is_some() || Instant::now() >= deadline {
-                let tail = self.log_tail(30);
                 panic!("jetedge did not become ready (exit: {exited:?}); its log ends:\n{tail}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 
     pub fn config_path(&self) -> &Path {
