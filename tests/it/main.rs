@@ -19,6 +19,7 @@ mod ingress;
 mod local_ingest;
 mod metrics;
 mod nats_security;
+mod partition;
 mod poison;
 mod redaction;
 mod reload;

@@ -2,8 +2,11 @@
 //! each direction is limited to `bytes_per_sec` and delayed by `latency`
 //! (one way), with a bounded queue, so a sender that outruns it is held
 //! back by TCP as on a real cellular link. It counts the bytes it carried.
+//! On command it blackholes the link (accepts and reads, delivers
+//! nothing), drops only the replies (what is sent lands, no answer comes
+//! back), or cuts it (closes every connection and refuses new ones).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,8 +19,22 @@ const CHUNK: usize = 1400;
 /// Chunks queued on the "link" before the reader stops taking more.
 const QUEUE: usize = 64;
 
+/// What the link does with what crosses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LinkMode {
+    Pass = 0,
+    /// Both directions read and thrown away: a peer that never answers.
+    Blackhole = 1,
+    /// Client to target delivered, target to client thrown away.
+    DropReplies = 2,
+    /// Connections closed, new ones refused.
+    Cut = 3,
+}
+
 pub struct SlowLink {
     pub port: u16,
+    mode: Arc<AtomicU8>,
     /// Bytes carried towards the target, and back.
     pub upstream_bytes: Arc<AtomicU64>,
     pub downstream_bytes: Arc<AtomicU64>,
@@ -34,9 +51,13 @@ impl SlowLink {
         let up = Arc::new(AtomicU64::new(0));
         let down = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
-        let (u, d, c) = (up.clone(), down.clone(), connections.clone());
+        let mode = Arc::new(AtomicU8::new(LinkMode::Pass as u8));
+        let (u, d, c, m) = (up.clone(), down.clone(), connections.clone(), mode.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if m.load(Ordering::Relaxed) == LinkMode::Cut as u8 {
+                    continue; // dropped: the client sees the connection closed
+                }
                 c.fetch_add(1, Ordering::Relaxed);
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
@@ -45,12 +66,14 @@ impl SlowLink {
                 let _ = server.set_nodelay(true);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(carry(cr, sw, bytes_per_sec, latency, u.clone()));
-                tokio::spawn(carry(sr, cw, bytes_per_sec, latency, d.clone()));
+                let (to_target, to_client) = (Way::new(&m, false), Way::new(&m, true));
+                tokio::spawn(carry(cr, sw, bytes_per_sec, latency, u.clone(), to_target));
+                tokio::spawn(carry(sr, cw, bytes_per_sec, latency, d.clone(), to_client));
             }
         });
         Self {
             port,
+            mode,
             upstream_bytes: up,
             downstream_bytes: down,
             connections,
@@ -60,6 +83,40 @@ impl SlowLink {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A link with no limit of its own, only the modes.
+    pub async fn plain(target: String) -> Self {
+        Self::start(target, 1 << 30, Duration::ZERO).await
+    }
+
+    pub fn set_mode(&self, mode: LinkMode) {
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+}
+
+/// One direction's view of the link's mode.
+struct Way {
+    mode: Arc<AtomicU8>,
+    reply: bool,
+}
+
+impl Way {
+    fn new(mode: &Arc<AtomicU8>, reply: bool) -> Self {
+        Self {
+            mode: mode.clone(),
+            reply,
+        }
+    }
+
+    fn mode(&self) -> u8 {
+        self.mode.load(Ordering::Relaxed)
+    }
+
+    /// Whether what was read now is thrown away rather than carried.
+    fn drops(&self) -> bool {
+        let m = self.mode();
+        m == LinkMode::Blackhole as u8 || (self.reply && m == LinkMode::DropReplies as u8)
     }
 }
 
@@ -77,6 +134,7 @@ async fn carry(
     rate: u64,
     latency: Duration,
     counted: Arc<AtomicU64>,
+    way: Way,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE);
     let writer = tokio::spawn(async move {
@@ -91,10 +149,17 @@ async fn carry(
     let mut free_at = Instant::now();
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        // A cut link is noticed at the next read or within 100 ms.
+        let read = tokio::time::timeout(Duration::from_millis(100), from.read(&mut buf));
+        let n = match read.await {
+            _ if way.mode() == LinkMode::Cut as u8 => break,
+            Err(_) => continue,
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => n,
         };
+        if way.drops() {
+            continue;
+        }
         counted.fetch_add(n as u64, Ordering::Relaxed);
         let start = free_at.max(Instant::now());
         free_at = start + Duration::from_secs_f64(n as f64 / rate as f64);
