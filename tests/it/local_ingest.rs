@@ -192,7 +192,12 @@ async fn fire_and_forget_messages_received_before_a_stop_are_all_kept() {
     let site = NatsServer::start();
     let dir = TempDir::new("local-drain");
     let offline = format!("nats://127.0.0.1:{}", support::free_port());
-    let text = node_config(dir.path(), &[offline]) + &local_section(&site);
+    // The drain may take a while on a busy machine: the stop waits for
+    // it (shutdown_timeout bounds it, and a drain cut short is what this
+    // test would report as lost).
+    let text = node_config(dir.path(), &[offline])
+        .replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"120s\"")
+        + &local_section(&site);
     let node = jetedge::Node::start(support::parse_config(&text))
         .await
         .unwrap();
