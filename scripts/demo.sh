@@ -136,14 +136,14 @@ kill "$hub_pid"; wait "$hub_pid" 2>/dev/null || true
 publish ingest.kiosk '{"specversion":"1.0","id":"scan-2","source":"/kiosk/7","type":"kiosk.scan","data":{"code":43}}'
 send --source shop --type order.created --data '{"total": 99}'
 sleep 1
-"$jetedge" status -c "$work/jetedge.toml" | head -2
+"$jetedge" status -c "$work/jetedge.toml" | sed -n 1,2p
 say "5. the hub comes back; the backlog drains"
 start_hub
 for _ in $(seq 100); do
   [ "$("$jetedge" status -c "$work/jetedge.toml" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["backlog"]["events"])')" = 0 ] && break
   sleep 0.2
 done
-"$jetedge" status -c "$work/jetedge.toml" | head -2
+"$jetedge" status -c "$work/jetedge.toml" | sed -n 1,2p
 
 say "where each event went"
 curl -s "http://127.0.0.1:$hub_http/jsz?accounts=true&streams=true" | python3 -c '
