@@ -115,3 +115,63 @@ async fn a_webhook_target_that_never_answers_is_retried_until_it_does() {
     assert_eq!(node.dead_letters(), 0);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_flaps_for_a_minute_loses_and_doubles_nothing() {
+    let nats = NatsServer::start();
+    let link = SlowLink::plain(format!("127.0.0.1:{}", nats.port)).await;
+    let dir = TempDir::new("partition-flap");
+    let node = Node::start(parse_config(&node_config(dir.path(), &[link.url()])))
+        .await
+        .unwrap();
+    let client = Client::new(node.ingress_addr);
+    // Senders keep posting while the link is cut and restored every few seconds.
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            let until = tokio::time::Instant::now() + Duration::from_secs(60);
+            while tokio::time::Instant::now() < until {
+                post(&client, "s2", n..n + 10).await;
+                n += 10;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            n
+        })
+    };
+    let mut cuts = 0;
+    for i in 0..20 {
+        let mode = if i % 2 == 0 {
+            LinkMode::Cut
+        } else {
+            LinkMode::Pass
+        };
+        cuts += u64::from(mode == LinkMode::Cut);
+        link.set_mode(mode);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    link.set_mode(LinkMode::Pass);
+    let posted = sender.await.unwrap();
+    let drained = support::eventually(Duration::from_secs(60), async || node.backlog().0 == 0);
+    assert!(
+        drained.await,
+        "backlog {:?} after the flapping",
+        node.backlog()
+    );
+    assert!(
+        link.connections.load(std::sync::atomic::Ordering::Relaxed) > 1,
+        "the link was really cut"
+    );
+    let js = jetstream(&[nats.url()]).await;
+    let msgs = read_stream(&js, "EDGE", posted, Duration::from_secs(30)).await;
+    let ids: HashSet<String> = msgs
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").unwrap())
+        .collect();
+    assert_eq!(
+        (msgs.len(), ids.len()),
+        (posted, posted),
+        "each of {posted} events once ({cuts} cuts)"
+    );
+    node.shutdown().await;
+}
