@@ -33,7 +33,9 @@ impl Inner {
         for pos in records.into_iter().flatten() {
             // A record that cannot be read is the reader's to set aside.
             if let Ok(Some(e)) = self.log.read_at(pos, Some(ends.tail)) {
-                self.seal.check(&e.batch).map_err(key_error)?;
+                self.seal
+                    .check(&e.batch)
+                    .map_err(|e| StoreError::unsealed(0, e))?;
                 if pos == ends.head && self.seal.is_older(&e.batch) {
                     self.stale_before.store(ends.next_seq, Ordering::Relaxed);
                 }
@@ -50,7 +52,9 @@ impl Inner {
         ];
         for item in firsts_and_lasts {
             if let Some((_, v)) = item? {
-                self.seal.check(&v).map_err(key_error)?;
+                self.seal
+                    .check(&v)
+                    .map_err(|e| StoreError::unsealed(0, e))?;
             }
         }
         Ok(())
@@ -97,7 +101,7 @@ impl Inner {
                     tree.insert(k, self.seal.seal(plain))?;
                     n += 1;
                 }
-                Err(e) if e.is_key_problem() => return Err(key_error(e)),
+                Err(e) if e.is_key_problem() => return Err(StoreError::unsealed(0, e)),
                 // Damage is reported by whoever reads the entry.
                 Err(_) => {}
             }
@@ -113,8 +117,4 @@ impl Inner {
                 < self.stale_before.load(Ordering::Relaxed),
         })
     }
-}
-
-fn key_error(e: super::SealError) -> StoreError {
-    StoreError::Key(e.to_string())
 }

@@ -108,7 +108,7 @@ impl Committer {
     ) -> Result<(), StoreError> {
         // A key that cannot open the record stops the start (the data stays).
         let batch = match self.inner.seal.open(e.batch) {
-            Err(err) if err.is_key_problem() => return Err(StoreError::Key(err.to_string())),
+            Err(err) if err.is_key_problem() => return Err(StoreError::unsealed(e.seq, err)),
             opened => opened.unwrap_or_default(),
         };
         let (Ok(records), Some(extras)) = (decode_batch(&batch), decode_extras(&e.extras)) else {

@@ -51,7 +51,7 @@ impl Store {
             let opened = self.inner.seal.open(v.to_vec());
             match opened.as_deref().map(Record::decode) {
                 Ok(Ok(r)) => out.push(r),
-                Err(e) if e.is_key_problem() => return Err(StoreError::Key(e.to_string())),
+                Err(e) if e.is_key_problem() => return Err(StoreError::unsealed(0, e.clone())),
                 _ => {
                     tracing::error!(key = %String::from_utf8_lossy(&k), "local-first mark cannot be decoded; dropped");
                     self.inner.local_first.remove(k)?;

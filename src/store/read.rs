@@ -114,7 +114,7 @@ impl Store {
         let batch = std::mem::take(&mut entry.batch);
         let opened = match self.inner.seal.open(batch) {
             Err(e) if e.is_key_problem() => {
-                let e = StoreError::Key(e.to_string());
+                let e = StoreError::unsealed(entry.seq, e);
                 tracing::error!(seq = entry.seq, error = %e, "the forwarder cannot open an outbox record; the node stops");
                 self.inner.fatal.send_replace(Some(e.to_string()));
                 return Err(e);

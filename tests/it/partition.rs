@@ -24,14 +24,33 @@ async fn post(client: &Client, source: &str, range: std::ops::Range<usize>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_that_never_come_back_are_resent_and_each_event_is_stored_once() {
+/// An upstream server, a link to it the test controls, and a node
+/// forwarding through that link.
+async fn behind_link(name: &str) -> (NatsServer, SlowLink, TempDir, jetedge::NodeHandle) {
     let nats = NatsServer::start();
     let link = SlowLink::plain(format!("127.0.0.1:{}", nats.port)).await;
-    let dir = TempDir::new("partition-acks");
+    let dir = TempDir::new(name);
     let node = Node::start(parse_config(&node_config(dir.path(), &[link.url()])))
         .await
         .unwrap();
+    (nats, link, dir, node)
+}
+
+/// Events in the upstream stream (waiting for `expected`), and how many
+/// distinct event ids they hold.
+async fn stored_upstream(nats: &NatsServer, expected: usize) -> (usize, usize) {
+    let js = jetstream(&[nats.url()]).await;
+    let msgs = read_stream(&js, "EDGE", expected, Duration::from_secs(30)).await;
+    let ids: HashSet<String> = msgs
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").unwrap())
+        .collect();
+    (msgs.len(), ids.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_that_never_come_back_are_resent_and_each_event_is_stored_once() {
+    let (nats, link, _dir, node) = behind_link("partition-acks").await;
     let client = Client::new(node.ingress_addr);
     post(&client, "s0", 0..100).await;
     let forwarded = support::eventually(Duration::from_secs(20), async || node.backlog().0 == 0);
@@ -54,14 +73,9 @@ async fn acks_that_never_come_back_are_resent_and_each_event_is_stored_once() {
         "backlog {:?} after the link came back",
         node.backlog()
     );
-    let js = jetstream(&[nats.url()]).await;
-    let msgs = read_stream(&js, "EDGE", 300, Duration::from_secs(30)).await;
-    let ids: HashSet<String> = msgs
-        .iter()
-        .map(|m| m.header("Nats-Msg-Id").unwrap())
-        .collect();
+    let (stored, distinct) = stored_upstream(&nats, 300).await;
     assert_eq!(
-        (msgs.len(), ids.len()),
+        (stored, distinct),
         (300, 300),
         "each event once in the stream"
     );
@@ -118,12 +132,7 @@ async fn a_webhook_target_that_never_answers_is_retried_until_it_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_that_flaps_for_a_minute_loses_and_doubles_nothing() {
-    let nats = NatsServer::start();
-    let link = SlowLink::plain(format!("127.0.0.1:{}", nats.port)).await;
-    let dir = TempDir::new("partition-flap");
-    let node = Node::start(parse_config(&node_config(dir.path(), &[link.url()])))
-        .await
-        .unwrap();
+    let (nats, link, _dir, node) = behind_link("partition-flap").await;
     let client = Client::new(node.ingress_addr);
     // Senders keep posting while the link is cut and restored every few seconds.
     let sender = {
@@ -162,14 +171,9 @@ async fn a_link_that_flaps_for_a_minute_loses_and_doubles_nothing() {
         link.connections.load(std::sync::atomic::Ordering::Relaxed) > 1,
         "the link was really cut"
     );
-    let js = jetstream(&[nats.url()]).await;
-    let msgs = read_stream(&js, "EDGE", posted, Duration::from_secs(30)).await;
-    let ids: HashSet<String> = msgs
-        .iter()
-        .map(|m| m.header("Nats-Msg-Id").unwrap())
-        .collect();
+    let (stored, distinct) = stored_upstream(&nats, posted).await;
     assert_eq!(
-        (msgs.len(), ids.len()),
+        (stored, distinct),
         (posted, posted),
         "each of {posted} events once ({cuts} cuts)"
     );
