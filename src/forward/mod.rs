@@ -6,7 +6,9 @@
 //! after its ack. On any failure it stops sending, settles what is in
 //! flight, and starts again from the oldest entry still in the outbox after
 //! a backoff, skipping what upstream acknowledged meanwhile; JetStream's
-//! duplicate window drops any resend that had in fact landed.
+//! duplicate window drops any resend that had in fact landed, and when a
+//! resend could come later than that window, `landed.rs` asks the stream
+//! first.
 //!
 //! Invariants: this is the only task that removes outbox entries; it never
 //! holds more than `max_in_flight` records and `max_in_flight_bytes` of
@@ -96,6 +98,7 @@ pub struct Forwarder {
 struct StreamView {
     subjects: Vec<String>,
     read_at: Option<Instant>,
+    duplicate_window: Duration,
 }
 
 impl StreamView {
@@ -106,7 +109,9 @@ impl StreamView {
     }
 }
 
+mod landed;
 mod window;
+use landed::Verify;
 use window::Window;
 
 /// One publish awaiting its ack.
@@ -117,8 +122,9 @@ struct Sent {
     at: Instant,
 }
 
-/// What one publish settled to: the event, and whether upstream took it.
-type Ack = (Sent, Result<(), Refusal>);
+/// What one publish settled to: the event, and the stream sequence
+/// upstream stored it at (0 if taken in an earlier pump) or its refusal.
+type Ack = (Sent, Result<u64, Refusal>);
 
 /// The forwarder's view of upstream across pumps.
 struct Link {
@@ -131,6 +137,15 @@ struct Link {
     /// Events upstream acknowledged after the pump that sent them failed:
     /// the next pump settles them without sending them again.
     acked: HashSet<Position>,
+    /// Whether publishes were left unsettled, so that the next pump must
+    /// ask the stream what landed before resending.
+    verify: Verify,
+    /// Ids the stream was found to hold: settled without sending.
+    landed: HashSet<String>,
+    /// The highest stream sequence acknowledged, and the one last kept
+    /// in the store.
+    last_seq: u64,
+    kept_seq: u64,
 }
 
 /// What one pump has in flight and has read but not sent.
@@ -161,6 +176,10 @@ impl Forwarder {
             view: StreamView::default(),
             window: Window::new(self.cfg.max_in_flight, self.cfg.max_in_flight_bytes.0),
             acked: HashSet::new(),
+            verify: Verify::Unknown,
+            landed: HashSet::new(),
+            last_seq: 0,
+            kept_seq: 0,
         };
         let mut backoff = BACKOFF_MIN;
         let mut warned: Option<Instant> = None;
@@ -280,6 +299,12 @@ impl Forwarder {
         }
         view.subjects = info.config.subjects.clone();
         view.read_at = Some(Instant::now());
+        view.duplicate_window = window;
+        let last = info.state.last_sequence;
+        if self.store.landed(&c.stream) > Some(last) {
+            // The stream was made anew: its sequences started again.
+            self.store.remember_landed(&c.stream, last)?;
+        }
         for (key, sample) in &self.route_subjects {
             if !view.captures(sample) {
                 tracing::error!(route = %key, subject = %sample, stream = %c.stream, stream_subjects = ?view.subjects,
@@ -316,6 +341,10 @@ impl Forwarder {
         // Removals queued by an earlier pump are applied before the outbox
         // is read again, so nothing acknowledged is sent twice.
         self.store.sync().await?;
+        if link.verify.due(link.view.duplicate_window) {
+            link.landed = self.what_landed(&link.api).await?;
+            link.verify = Verify::No;
+        }
         loop {
             let stopping = self.shutdown.is_cancelled() || *self.paused.borrow();
             if failure.is_none() && !stopping {
@@ -324,7 +353,7 @@ impl Forwarder {
                 }
             }
             if f.acks.is_empty() {
-                self.remove(&mut done).await?;
+                self.remove(link, &mut done).await?;
                 if let Some(e) = failure {
                     return Err(e);
                 }
@@ -332,8 +361,11 @@ impl Forwarder {
                     return Ok(());
                 }
                 if f.ready.is_empty() {
-                    // Idle: whatever was remembered as taken is gone from the outbox.
+                    // Idle: whatever was remembered as taken is gone from
+                    // the outbox, and nothing sent is unsettled.
                     link.acked.clear();
+                    link.landed.clear();
+                    link.verify = Verify::No;
                 }
                 tokio::select! {
                     _ = self.store.wait_for_data(Duration::from_secs(1)) => {}
@@ -365,15 +397,18 @@ impl Forwarder {
             match &failure {
                 None => match self.settle(link, &sent, result).await {
                     Ok(()) => done.extend(sent.p.batch_done),
-                    Err(e) => failure = Some(e),
+                    Err(e) => {
+                        link.verify.unsettled(sent.at);
+                        failure = Some(e);
+                    }
                 },
                 Some(_) if result.is_ok() => {
                     link.acked.insert(sent.p.at);
                 }
-                Some(_) => {}
+                Some(_) => link.verify.unsettled(sent.at),
             }
             if done.len() >= REMOVE_BATCH {
-                self.remove(&mut done).await?;
+                self.remove(link, &mut done).await?;
             }
         }
     }
@@ -393,13 +428,13 @@ impl Forwarder {
                 f.ready.extend(more);
             }
             let p = f.ready.front().expect("refilled above");
-            if link.acked.remove(&p.at) {
+            if link.acked.remove(&p.at) || link.landed.remove(&p.record.id) {
                 let sent = Sent {
                     p: f.ready.pop_front().expect("just seen"),
                     size: 0,
                     at: Instant::now(),
                 };
-                f.acks.push_back(Box::pin(async move { (sent, Ok(())) }));
+                f.acks.push_back(Box::pin(async move { (sent, Ok(0)) }));
                 continue;
             }
             let size = p.record.payload.len() as u64;
@@ -423,12 +458,13 @@ impl Forwarder {
         &self,
         link: &mut Link,
         sent: &Sent,
-        result: Result<(), Refusal>,
+        result: Result<u64, Refusal>,
     ) -> Result<(), ForwardError> {
         let p = &sent.p;
         let (js, view) = (&link.api, &mut link.view);
         match result {
-            Ok(()) => {
+            Ok(seq) => {
+                link.last_seq = link.last_seq.max(seq);
                 if sent.size > 0 {
                     let now = Instant::now();
                     link.window.on_ack(sent.size, now - sent.at, now);
@@ -521,7 +557,7 @@ impl Forwarder {
                     match tokio::time::timeout(deadline, std::future::IntoFuture::into_future(ack))
                         .await
                     {
-                        Ok(r) => r.map(drop).map_err(|e| classify(&e)),
+                        Ok(r) => r.map(|a| a.sequence).map_err(|e| classify(&e)),
                         Err(_) => Err(Refusal::TimedOut(deadline)),
                     };
                 (Sent { p, size, at }, result)
@@ -536,11 +572,18 @@ impl Forwarder {
         }
     }
 
-    async fn remove(&self, done: &mut Vec<Forwarded>) -> Result<(), ForwardError> {
+    /// Queues the removal of acknowledged batches, and keeps the stream
+    /// sequence they reached: where to look for what landed next time.
+    async fn remove(&self, link: &mut Link, done: &mut Vec<Forwarded>) -> Result<(), ForwardError> {
         if !done.is_empty() {
             let events = done.iter().map(|d| d.events).sum();
             self.store.remove_forwarded(std::mem::take(done)).await?;
             Metrics::add(&self.metrics.events_forwarded, events);
+        }
+        if link.last_seq > link.kept_seq {
+            self.store
+                .remember_landed(&self.cfg.stream, link.last_seq)?;
+            link.kept_seq = link.last_seq;
         }
         Ok(())
     }

@@ -62,6 +62,9 @@ pub fn now_ms() -> u64 {
 
 /// Where upstream's size limit is kept, in sled's default tree.
 const MAX_EVENT_KEY: &[u8] = b"upstream.max_event";
+/// Prefix of the key holding, per upstream stream, the highest stream
+/// sequence an acknowledged publish got.
+const LANDED_KEY: &str = "upstream.landed.";
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +355,22 @@ impl Store {
     /// committer's next flush; losing it only means the default limit).
     pub fn remember_max_event(&self, bytes: u64) -> Result<(), StoreError> {
         self.inner.db.insert(MAX_EVENT_KEY, &bytes.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The highest stream sequence upstream gave one of this node's
+    /// publishes to `stream`, if any was recorded: where to start looking
+    /// for what landed (written by [`Store::remember_landed`]).
+    pub fn landed(&self, stream: &str) -> Option<u64> {
+        let v = self.inner.db.get(format!("{LANDED_KEY}{stream}")).ok()??;
+        Some(u64::from_be_bytes(v.as_ref().try_into().ok()?))
+    }
+
+    /// Keeps the stream sequence of an acknowledged publish (durable with
+    /// the committer's next flush; an older value only widens the search).
+    pub fn remember_landed(&self, stream: &str, seq: u64) -> Result<(), StoreError> {
+        let key = format!("{LANDED_KEY}{stream}");
+        self.inner.db.insert(key.as_bytes(), &seq.to_be_bytes())?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod crash;
 mod dedupe;
+mod dup_window;
 mod durability;
 mod egress;
 mod encryption;
