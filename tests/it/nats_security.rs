@@ -285,3 +285,39 @@ async fn a_creds_file_against_a_server_in_operator_mode() {
     .await
     .expect("creds file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_that_may_not_read_the_stream_still_forwards() {
+    // May publish events and read the stream's info, nothing more: the
+    // check of what landed before a resend is refused, and the node falls
+    // back to the duplicate window rather than stop forwarding.
+    std::env::set_var(AUTH_ENV, "pa55-word");
+    let server = NatsServer::start_with(
+        "authorization { users = [ { user: edge, password: \"pa55-word\", permissions: {\n\
+         publish: [\"events.>\", \"$JS.API.STREAM.INFO.EDGE\", \"$JS.API.STREAM.CREATE.EDGE\", \"$JS.API.INFO\"]\n\
+         subscribe: [\"_INBOX.>\"] } }, { user: reader, password: reader } ] }\n",
+    );
+    let dir = TempDir::new("nats-publish-only");
+    let auth = format!("user = \"edge\"\npassword = \"env:{AUTH_ENV}\"");
+    let text = node_config(&dir.path().join("data"), &[server.url()])
+        .replace("[upstream]\n", &format!("[upstream]\n{auth}\n"));
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    // Held, so that the first forwarding after the start has events to
+    // check (it asks the stream what landed before sending them).
+    node.pause_forwarding(true);
+    let c = Client::new(node.ingress_addr);
+    for n in 0..5 {
+        assert_eq!(post_order(&c, "shop", n).await.status, 202);
+    }
+    node.pause_forwarding(false);
+    let forwarded = support::eventually(Duration::from_secs(30), async || node.backlog().0 == 0);
+    assert!(forwarded.await, "upstream {}", node.link_state());
+    let reader =
+        async_nats::ConnectOptions::with_user_and_password("reader".into(), "reader".into())
+            .connect(server.url())
+            .await
+            .unwrap();
+    let js = async_nats::jetstream::new(reader);
+    assert_eq!(support::nats::stream_count(&js, "EDGE").await, 5);
+    node.shutdown().await;
+}
