@@ -7,13 +7,15 @@
 //!   one event per round trip.
 //! - Delay bound: once acknowledgements come back more than [`QUEUE_BUDGET`]
 //!   later than the fastest one seen, the link's queue is full; the window
-//!   stops growing (and shrinks when the delay doubles), so PINGs and egress
-//!   traffic on the same connection are not stuck behind seconds of
-//!   publishes.
+//!   stops growing, and when the delay doubles it shrinks to what the link
+//!   carries in a round trip plus the budget (down to [`MIN_WINDOW`]), so
+//!   PINGs and egress traffic on the same connection are not stuck behind
+//!   seconds of publishes (a 64 kbit/s link carries 64 KiB in 8 s).
 //! - A timeout halves the window (and `ssthresh`).
 //! - Each publish's ack deadline is the configured `ack_timeout` plus the
-//!   time the bytes queued ahead of it need at the measured ack rate, so a
-//!   slow link does not turn into resends.
+//!   time the bytes queued ahead of it need at the measured ack rate (at
+//!   [`FLOOR_RATE`] until a rate is measured), so a slow link does not turn
+//!   into resends.
 //!
 //! Pure: no I/O, no clock of its own; the forwarder passes times in.
 
@@ -22,10 +24,22 @@ use std::time::{Duration, Instant};
 /// The first window: enough for a fast link to ramp up within a few round
 /// trips, small enough to cross a 64 kbit/s link in about 8 seconds.
 pub const INITIAL: u64 = 64 << 10;
+/// The smallest window: a few events, more than a 64 kbit/s link with a
+/// 400 ms round trip holds.
+pub const MIN_WINDOW: u64 = 4 << 10;
 /// Queueing delay the window may build before it stops growing.
 pub const QUEUE_BUDGET: Duration = Duration::from_secs(1);
+/// The slowest uplink the forwarder is made for, in payload bytes per
+/// second (64 kbit/s, a poor cellular link, less the NATS framing and
+/// headers of ~1 KiB events): before acks have measured the link, the bytes
+/// ahead of a publish are assumed to cross at this rate. Assuming more
+/// would time out the first window on such a link and resend it behind
+/// itself.
+pub const FLOOR_RATE: f64 = 6_000.0;
 /// Longest ack deadline, however slow the link looks.
 const MAX_DEADLINE: Duration = Duration::from_secs(600);
+/// Shortest span of one ack-rate sample.
+const MIN_SAMPLE: Duration = Duration::from_millis(20);
 /// Weight of a new sample in the smoothed round trip and ack rate.
 const GAIN: f64 = 0.125;
 
@@ -41,7 +55,12 @@ pub struct Window {
     srtt: Option<Duration>,
     /// Acknowledged bytes per second, smoothed.
     rate: Option<f64>,
-    last_ack: Option<Instant>,
+    /// Start of the current rate sample, and the bytes acknowledged since.
+    /// A sample spans at least a round trip: acks arrive in bursts (the
+    /// server answers a batch of publishes at once), and the gap between
+    /// two acks of one burst says nothing about the link.
+    sample_from: Option<Instant>,
+    sample_bytes: u64,
 }
 
 impl Window {
@@ -54,7 +73,8 @@ impl Window {
             min_rtt: None,
             srtt: None,
             rate: None,
-            last_ack: None,
+            sample_from: None,
+            sample_bytes: 0,
         }
     }
 
@@ -71,18 +91,19 @@ impl Window {
             None => rtt,
             Some(s) => s.mul_f64(1.0 - GAIN) + rtt.mul_f64(GAIN),
         });
-        if let Some(last) = self.last_ack.replace(now) {
-            let gap = now.saturating_duration_since(last).as_secs_f64().max(1e-6);
-            let sample = size as f64 / gap;
-            self.rate = Some(match self.rate {
-                None => sample,
-                Some(r) => r * (1.0 - GAIN) + sample * GAIN,
-            });
-        }
+        self.sample_rate(size, now);
         let queued = self.queue_delay();
         if queued > QUEUE_BUDGET * 2 {
-            // The link's queue keeps growing: give some back.
-            self.cwnd = (self.cwnd - self.cwnd / 64).max(INITIAL.min(self.max_bytes));
+            // The link's queue keeps growing: give some back, at once down
+            // to what the link carries within a round trip and the budget.
+            let mut cwnd = self.cwnd - self.cwnd / 64;
+            if let (Some(rate), Some(min_rtt)) = (self.rate, self.min_rtt) {
+                let fits = rate * (min_rtt + QUEUE_BUDGET).as_secs_f64();
+                cwnd = cwnd.min(fits as u64);
+            }
+            self.cwnd = cwnd.max(MIN_WINDOW.min(self.max_bytes));
+            // The link's size is known now: grow slowly from here.
+            self.ssthresh = self.ssthresh.min(self.cwnd);
         } else if queued <= QUEUE_BUDGET {
             let grow = if self.cwnd < self.ssthresh {
                 size
@@ -93,22 +114,45 @@ impl Window {
         }
     }
 
+    /// Counts `size` acknowledged bytes at `now` into the ack rate, one
+    /// sample per round trip (at least [`MIN_SAMPLE`]).
+    fn sample_rate(&mut self, size: u64, now: Instant) {
+        let Some(from) = self.sample_from else {
+            // The first ack opens a sample; its own bytes came before it.
+            self.sample_from = Some(now);
+            return;
+        };
+        self.sample_bytes += size;
+        let span = now.saturating_duration_since(from);
+        if span < self.srtt.unwrap_or_default().max(MIN_SAMPLE) {
+            return;
+        }
+        let sample = self.sample_bytes as f64 / span.as_secs_f64();
+        self.rate = Some(match self.rate {
+            None => sample,
+            Some(r) => r * (1.0 - GAIN) + sample * GAIN,
+        });
+        (self.sample_from, self.sample_bytes) = (Some(now), 0);
+    }
+
     /// A publish was not acknowledged in time.
     pub fn on_timeout(&mut self) {
-        self.ssthresh = (self.cwnd / 2).max(INITIAL.min(self.max_bytes));
+        self.ssthresh = (self.cwnd / 2).max(MIN_WINDOW.min(self.max_bytes));
         self.cwnd = self.ssthresh;
-        // What the link gave before is no longer known.
-        self.last_ack = None;
+        // The sample in progress spans the silence: start a new one.
+        (self.sample_from, self.sample_bytes) = (None, 0);
     }
 
     /// How long to wait for the ack of a publish sent with `ahead` bytes
-    /// already in flight before it.
+    /// already in flight before it: the timeout, the round trip as last
+    /// seen, and the time those bytes need at the ack rate.
     pub fn deadline(&self, ack_timeout: Duration, ahead: u64) -> Duration {
-        let drain = match self.rate {
-            Some(r) if r > 0.0 => Duration::from_secs_f64(ahead as f64 / r),
-            _ => Duration::ZERO,
+        let rate = match self.rate {
+            Some(r) if r > 0.0 => r,
+            _ => FLOOR_RATE,
         };
-        (ack_timeout + drain).min(MAX_DEADLINE)
+        let drain = Duration::from_secs_f64(ahead as f64 / rate);
+        (ack_timeout + self.srtt.unwrap_or_default() + drain).min(MAX_DEADLINE)
     }
 
     /// How much longer acks take now than the fastest seen: time spent in
@@ -196,6 +240,56 @@ mod tests {
         let d = w.deadline(Duration::from_secs(5), w.bytes());
         let wait = Duration::from_secs_f64(w.bytes() as f64 / 32_000.0);
         assert!(d >= Duration::from_secs(5) + wait / 2, "{d:?} for {wait:?}");
+    }
+
+    #[test]
+    fn the_first_window_on_a_64_kbit_link_is_not_timed_out() {
+        // Before any ack, the last publish of the first window waits for
+        // the whole window to cross at 8 kB/s: its deadline must cover it.
+        let w = Window::new(1024, 16 << 20);
+        let ahead = w.bytes() - 1100;
+        let crossing = Duration::from_secs_f64(w.bytes() as f64 / 8_000.0);
+        let d = w.deadline(Duration::from_secs(2), ahead);
+        assert!(
+            d + Duration::from_secs(1) >= crossing,
+            "{d:?} for {crossing:?}"
+        );
+    }
+
+    #[test]
+    fn acks_in_bursts_do_not_make_a_slow_link_look_fast() {
+        // 8 kB/s, 400 ms round trip; the server answers ten publishes of
+        // 1,100 bytes at once every 1.375 s.
+        let mut w = Window::new(1024, 16 << 20);
+        let start = Instant::now();
+        for burst in 1..=40u32 {
+            let at = start + Duration::from_millis(1375) * burst;
+            for _ in 0..10 {
+                w.on_ack(1100, Duration::from_millis(400), at);
+            }
+        }
+        let rate = w.rate.expect("measured");
+        assert!(
+            (6_000.0..10_000.0).contains(&rate),
+            "{rate:.0} B/s for 8000"
+        );
+        // A publish behind 64 KiB waits about 8 s: its deadline covers it.
+        let d = w.deadline(Duration::from_secs(2), 64 << 10);
+        assert!(d >= Duration::from_secs(8), "{d:?}");
+    }
+
+    #[test]
+    fn a_64_kbit_cellular_link_is_kept_busy_with_a_short_queue() {
+        // 8 kB/s with 400 ms of round trip: the first window alone would
+        // queue 8 s; the window must come down so that PINGs get through.
+        let mut w = Window::new(1024, 4 << 20);
+        let (rate, queued) = simulate(&mut w, 8_000.0, 0.4, 1100, 3_000);
+        assert!(rate > 0.85 * 8_000.0, "{rate:.0} B/s of 8000");
+        assert!(
+            queued < 2.5 * QUEUE_BUDGET.as_secs_f64(),
+            "{queued:.2} s of queue (window {} B)",
+            w.bytes()
+        );
     }
 
     #[test]
