@@ -42,8 +42,8 @@ pub use at_rest::Encryption;
 pub use dlq::{Letter, LetterMeta};
 pub use outbox::Pos;
 pub use parked::{ParkReason, Parked, ParkedMeta};
-pub use record::{encode_fields, Record};
-pub use seal::{decode_key, key_id, KeyId, SealError};
+pub use record::{decode_batch, encode_fields, Record};
+pub use seal::{decode_key, key_id, KeyId, Keys as SealKeys, SealError};
 
 use crate::config::NodeConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
