@@ -11,36 +11,13 @@ use crate::support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::http::Client;
+use support::http::{post_until_stored, Client};
 use support::nats::{assert_once_in_order, jetstream, read_stream, NatsServer};
 use support::node::Binary;
-use support::{node_config, order_body, sign, TempDir};
+use support::{node_config, TempDir};
 
 const SOURCES: usize = 8;
 const PER_SOURCE: usize = 2500;
-
-/// Posts order `n` of `source` until the node answers that it holds it.
-async fn post_until_stored(client: &Client, source: &str, n: usize, retries: &AtomicUsize) {
-    let body = order_body(source, n);
-    let id = format!("{source}-{n}");
-    loop {
-        match client
-            .try_post(
-                &format!("/v1/webhooks/{source}"),
-                &sign(&id, &body, support::now()),
-                body.clone(),
-            )
-            .await
-        {
-            Ok(r) if r.status == 202 || r.status == 200 => return,
-            Ok(r) if r.status == 503 => {} // stopping, or full: retry later
-            Ok(r) => panic!("{id}: unexpected answer {r:?}"),
-            Err(_) => {} // the node is down or was killed mid-request
-        }
-        retries.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_and_doubles_nothing() {

@@ -15,6 +15,7 @@ mod egress;
 mod encryption;
 mod failover;
 mod filter_redact;
+mod fleet;
 mod forward;
 mod ingress;
 mod local_ingest;

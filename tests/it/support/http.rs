@@ -92,6 +92,34 @@ pub async fn post_order(client: &Client, source: &str, n: usize) -> Reply {
         .await
 }
 
+/// Posts order `n` of `source` until the node answers that it holds it.
+pub async fn post_until_stored(
+    client: &Client,
+    source: &str,
+    n: usize,
+    retries: &std::sync::atomic::AtomicUsize,
+) {
+    let body = super::order_body(source, n);
+    let id = format!("{source}-{n}");
+    loop {
+        match client
+            .try_post(
+                &format!("/v1/webhooks/{source}"),
+                &super::sign(&id, &body, super::now()),
+                body.clone(),
+            )
+            .await
+        {
+            Ok(r) if r.status == 202 || r.status == 200 => return,
+            Ok(r) if r.status == 503 => {} // stopping, or full: retry later
+            Ok(r) => panic!("{id}: unexpected answer {r:?}"),
+            Err(_) => {} // the node is down or was killed mid-request
+        }
+        retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// A GET over a plain socket, for health checks from sync code.
 pub fn blocking_get(port: u16, path: &str) -> Option<(u16, String)> {
     blocking_get_auth(port, path, None)
