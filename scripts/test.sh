@@ -3,10 +3,11 @@
 # (scripts/install-nats.sh) and Debian's Chromium with its WebDriver
 # (scripts/install-chromium.sh, for the status page's test), checks
 # formatting and lints, then runs every unit and integration test against
-# real nats-server processes.
+# real nats-server processes; then every fuzz target briefly (about a
+# minute in all: scripts/fuzz.sh, its seeds and kept regressions first).
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh crash      only tests whose name contains "crash"
+#   scripts/test.sh crash      only tests whose name contains "crash" (no fuzzing)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -24,3 +25,6 @@ echo "chromium: $CHROMIUM_BIN ($("$CHROMIUM_BIN" --version 2>/dev/null))"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked -- "$@"
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh "${JETEDGE_FUZZ_SECONDS:-12}"
+fi

@@ -149,11 +149,29 @@ impl Forwarder {
             })
             .await
             .map_err(|e| refused(&e))?;
+        let info = consumer.info().await.map_err(|e| refused(&e))?;
+        let (name, pending) = (info.name.clone(), info.num_pending);
+        let found = match pending {
+            0 => Ok(HashSet::new()),
+            _ => self.read_ids(consumer, c).await,
+        };
+        // A hub serves many nodes: the consumer goes now rather than
+        // after its inactivity threshold.
+        let _ = stream.delete_consumer(&name).await;
+        found
+    }
+
+    /// The candidates' ids among the `Nats-Msg-Id`s the consumer delivers.
+    async fn read_ids(
+        &self,
+        consumer: async_nats::jetstream::consumer::Consumer<OrderedConfig>,
+        c: &Candidates,
+    ) -> Result<HashSet<String>, Search> {
         let mut found = HashSet::new();
-        if consumer.info().await.map_err(|e| refused(&e))?.num_pending == 0 {
-            return Ok(found);
-        }
-        let mut messages = consumer.messages().await.map_err(|e| refused(&e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Search::Refused(e.to_string()))?;
         let wait = self.cfg.ack_timeout.0;
         for scanned in 1..=MAX_SCAN {
             let next = tokio::time::timeout(wait, messages.next()).await;

@@ -8,8 +8,9 @@
 //! every site is in the hub stream exactly once, and every site received
 //! exactly the events it subscribes to: its own, and the hub's news.
 //!
-//! `JETEDGE_FLEET_SITES` (6), `JETEDGE_FLEET_ORDERS` (per site, 200) and
-//! `JETEDGE_FLEET_SCANS` (per site, 60) size it; `scripts/fleet.sh` runs it
+//! `JETEDGE_FLEET_SITES` (6), `JETEDGE_FLEET_ORDERS` (per site, 200),
+//! `JETEDGE_FLEET_SCANS` (per site, 60) and `JETEDGE_FLEET_PACE_MS` (40,
+//! between two events of one sender) size it; `scripts/fleet.sh` runs it
 //! with 20 sites and a release build. It prints the fleet's figures.
 
 use crate::support;
@@ -27,6 +28,8 @@ use support::proxy::{LinkMode, SlowLink};
 use support::{node_config, TempDir};
 
 const STREAM: &str = "FLEET";
+/// How long a cut link stays cut at least.
+const CUT_FOR: Duration = Duration::from_secs(6);
 /// News the hub publishes for every site, in two rounds.
 const NEWS: usize = 20;
 
@@ -154,14 +157,33 @@ async fn publish_news(js: &async_nats::jetstream::Context, round: usize) -> Vec<
         let ev = json!({"specversion": "1.0", "id": id, "source": "/hub", "type": "news"});
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.as_str());
-        js.publish_with_headers(format!("hub.news.{round}"), headers, ev.to_string().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        // Retried until acknowledged: the stream may be between leaders.
+        let subject = format!("hub.news.{round}");
+        let payload: bytes::Bytes = ev.to_string().into();
+        let stored = support::eventually(Duration::from_secs(60), async || {
+            match js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            }
+        });
+        assert!(stored.await, "the hub did not take {id}");
         ids.push(id);
     }
     ids
+}
+
+/// CPU time a process used so far (user and system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // From field 3 (state) on: utime and stime are fields 14 and 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Peak resident memory of a process, in MiB (VmHWM).
@@ -180,6 +202,9 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
     let sites_n = setting("JETEDGE_FLEET_SITES", 6);
     let orders = setting("JETEDGE_FLEET_ORDERS", 200);
     let scans = setting("JETEDGE_FLEET_SCANS", 60);
+    // Between two events of one sender: long enough a run for every step
+    // of the chaos to meet traffic.
+    let pace = Duration::from_millis(setting("JETEDGE_FLEET_PACE_MS", 40) as u64);
     let mut hub = Cluster::start();
     let js = jetstream(&hub.urls()).await;
     let created = support::eventually(Duration::from_secs(60), async || {
@@ -219,6 +244,7 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
             for n in 0..orders {
                 post_until_stored(&client, "shop", n, &post_retries).await;
                 posted.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(pace).await;
             }
         }));
         let site = async_nats::connect(s.server.url()).await.unwrap();
@@ -228,6 +254,7 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
             for n in 0..scans {
                 scan_until_stored(&site, &kiosk, n, &retries).await;
                 done.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(pace * 3).await;
             }
         }));
     }
@@ -238,9 +265,27 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
         }
     };
 
-    // Chaos, in steps through the run.
+    // Chaos, in steps through the run, on sites picked at random (the
+    // seed is printed; JETEDGE_FLEET_SEED repeats a run).
+    let seed = std::env::var("JETEDGE_FLEET_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64 ^ started.elapsed().as_nanos() as u64);
+    let mut rng = seed;
+    let mut pick = |k: usize| -> Vec<usize> {
+        let mut all: Vec<usize> = (0..sites_n).collect();
+        for i in (1..all.len()).rev() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            all.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        all.truncate(k.max(1));
+        all
+    };
+    eprintln!("fleet: seed {seed}");
     reach(0.15).await;
-    let killed: Vec<usize> = (0..sites_n).step_by(3).collect();
+    let killed = pick(sites_n / 3);
     for &i in &killed {
         sites[i].node.kill9();
     }
@@ -251,7 +296,8 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
     eprintln!("fleet: killed and restarted {killed:?}");
 
     reach(0.3).await;
-    let cut: Vec<usize> = (1..sites_n).step_by(4).collect();
+    let cut = pick(sites_n / 4);
+    let cut_at = Instant::now();
     for &i in &cut {
         sites[i].cut(LinkMode::Cut);
     }
@@ -274,11 +320,16 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
     news_ids.extend(publish_news(&js, 1).await);
 
     reach(0.6).await;
+    tokio::time::sleep(CUT_FOR.saturating_sub(cut_at.elapsed())).await;
+    let waiting: Vec<u64> = cut
+        .iter()
+        .map(|&i| sites[i].backlog().unwrap_or(0))
+        .collect();
     let restored = Instant::now();
     for &i in &cut {
         sites[i].cut(LinkMode::Pass);
     }
-    let killed_late: Vec<usize> = (2..sites_n).step_by(3).collect();
+    let killed_late = pick(sites_n / 3);
     for &i in &killed_late {
         sites[i].node.kill9();
         tokio::task::block_in_place(|| sites[i].node.start());
@@ -351,6 +402,11 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
     let mut stream = js.get_stream(STREAM).await.unwrap();
     let info = stream.info().await.unwrap();
     let rss: Vec<f64> = sites.iter().map(|s| peak_rss_mib(s.node.pid())).collect();
+    let hub_cpu: f64 = hub
+        .servers
+        .iter()
+        .map(|s| s.pid().map_or(0.0, cpu_seconds))
+        .sum();
     let hub_rss: Vec<f64> = hub
         .servers
         .iter()
@@ -362,25 +418,35 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
         total as f64 / posting.as_secs_f64(),
         retries.load(Ordering::Relaxed)
     );
-    for &i in &cut {
+    for (&i, waiting) in cut.iter().zip(&waiting) {
         eprintln!(
-            "fleet: {} drained {:.1?} after its link came back",
-            sites[i].name, drains[&i]
+            "fleet: {} (cut for {:.1?}, {waiting} events waiting) drained {:.1?} after its link came back",
+            sites[i].name,
+            restored - cut_at,
+            drains[&i]
         );
     }
     eprintln!(
         "fleet: hub stream {} messages, {:.1} MiB, {} consumers; edge node peak RSS max {:.1} MiB, \
-         hub servers peak RSS {hub_rss:.0?} MiB",
+         hub servers peak RSS {hub_rss:.0?} MiB, CPU {hub_cpu:.1} s in all ({:.2} s per 1,000 events)",
         info.state.messages,
         info.state.bytes as f64 / (1 << 20) as f64,
         info.state.consumer_count,
         rss.iter().cloned().fold(0.0, f64::max),
+        hub_cpu * 1000.0 / total as f64,
     );
-    assert_eq!(
-        info.state.consumer_count,
-        2 * sites_n,
-        "one consumer per site and subscription"
-    );
+    // The sites' durable consumers: one per site and subscription, named
+    // by both (the test's own readers are ephemeral).
+    let names: HashSet<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    let durable: HashSet<String> = names
+        .into_iter()
+        .filter(|n| n.starts_with("site-"))
+        .collect();
+    let expected: HashSet<String> = sites
+        .iter()
+        .flat_map(|s| [format!("{}-own", s.name), format!("{}-news", s.name)])
+        .collect();
+    assert_eq!(durable, expected, "one consumer per site and subscription");
     for s in &mut sites {
         tokio::task::block_in_place(|| s.node.stop());
     }
