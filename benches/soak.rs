@@ -5,7 +5,7 @@
 //! whole time. At the end it prints events accepted, in the stream, lost
 //! (must be 0), doubled (must be 0), delivered to the receiver, peak RSS,
 //! peak data dir size, and ingest latency percentiles over the whole run;
-//! it exits non-zero if anything was lost or doubled.
+//! it exits non-zero if anything was lost, doubled or never delivered.
 //!
 //! `scripts/soak.sh` runs it (an hour by default). Knobs:
 //! `JETEDGE_SOAK_SECONDS` (3600), `JETEDGE_SOAK_RATE` (events/s per
@@ -42,6 +42,8 @@ fn setting(name: &str, default: u64) -> u64 {
 #[derive(Default)]
 struct Seen {
     ids: Vec<String>,
+    /// Of those, the ids of source `s0`, which the subscription delivers.
+    s0: Vec<String>,
     latency_us: Vec<u64>,
 }
 
@@ -108,12 +110,14 @@ async fn run() -> i32 {
     let started = Instant::now();
     let (mut next_outage, mut next_kill) = (outage_every, kill_every);
     let (mut peak_rss, mut peak_disk, mut kills, mut outages) = (0u64, 0u64, 0, 0);
-    while started.elapsed() < Duration::from_secs(seconds) {
+    let end = Duration::from_secs(seconds);
+    while started.elapsed() < end {
         tokio::time::sleep(Duration::from_secs(1)).await;
         peak_rss = peak_rss.max(vm_hwm_kib(node.pid()));
         peak_disk = peak_disk.max(du(&data));
         let now = started.elapsed();
-        if now >= next_outage {
+        // No outage that would outlast the run.
+        if now >= next_outage && now + outage_for < end {
             upstream.stop();
             outages += 1;
             println!("soak: {:>5.0} s upstream down", now.as_secs_f64());
@@ -147,8 +151,18 @@ async fn run() -> i32 {
         peak_rss = peak_rss.max(vm_hwm_kib(node.pid()));
     }
     let drained_in = drain.elapsed();
-
     let seen = std::mem::take(&mut *seen.lock().unwrap());
+    // Egress runs behind forwarding: give the receiver time to catch up.
+    let wanted: std::collections::HashSet<&str> = seen.s0.iter().map(String::as_str).collect();
+    let caught_up = Instant::now();
+    while caught_up.elapsed() < Duration::from_secs(120) {
+        let taken: std::collections::HashSet<String> = hook.taken().into_iter().collect();
+        if wanted.iter().all(|id| taken.contains(*id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     let stored = stream_ids(&upstream).await;
     let accepted: HashMap<&str, ()> = seen.ids.iter().map(|i| (i.as_str(), ())).collect();
     let lost = accepted
@@ -162,6 +176,10 @@ async fn run() -> i32 {
         .count();
     let taken = hook.taken();
     let delivered: HashMap<&str, ()> = taken.iter().map(|i| (i.as_str(), ())).collect();
+    let undelivered = wanted
+        .iter()
+        .filter(|i| !delivered.contains_key(**i))
+        .count();
     let mut lat = seen.latency_us;
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
@@ -172,15 +190,17 @@ async fn run() -> i32 {
         stored.len()
     );
     println!(
-        "soak: delivered to the webhook receiver {} distinct ({} deliveries, {} bad requests); \
-         {kills} kills, {outages} outages; drained in {drained_in:.1?} after the senders stopped",
+        "soak: delivered to the webhook receiver {} distinct of {} subscribed, {undelivered} missing \
+         ({} deliveries, {} bad requests); {kills} kills, {outages} outages; \
+         drained in {drained_in:.1?} after the senders stopped",
         delivered.len(),
+        wanted.len(),
         taken.len(),
         hook.bad_requests()
     );
     println!(
         "soak: peak RSS {:.1} MiB; peak data dir {:.1} MiB; ingest latency p50 {:.1} ms, \
-         p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms ({} answers)",
+         p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms ({} webhook answers)",
         peak_rss as f64 / 1024.0,
         peak_disk as f64 / (1 << 20) as f64,
         pct(0.5),
@@ -190,7 +210,7 @@ async fn run() -> i32 {
         lat.len()
     );
     node.stop();
-    i32::from(lost > 0 || doubled > 0)
+    i32::from(lost > 0 || doubled > 0 || undelivered > 0)
 }
 
 /// One webhook sender at `rate` events a second, each retried with the
@@ -220,8 +240,11 @@ async fn post_webhooks(
                 if r.status == 202 || r.status == 200 {
                     let mut seen = seen.lock().unwrap();
                     seen.latency_us.push(at.elapsed().as_micros() as u64);
-                    seen.ids
-                        .push(r.body["id"].as_str().unwrap_or_default().to_string());
+                    let id = r.body["id"].as_str().unwrap_or_default().to_string();
+                    if s == 0 {
+                        seen.s0.push(id.clone());
+                    }
+                    seen.ids.push(id);
                     break;
                 }
             }

@@ -1,7 +1,9 @@
 //! Links that fail without closing, through the harness's proxy: an
-//! upstream whose answers never come back (publishes land, acks are lost)
-//! and a webhook target that accepts connections and never answers. The
-//! node must time out, resend, and still leave each event once.
+//! upstream whose answers never come back (publishes land, acks are lost),
+//! an upstream link that swallows everything (blackhole), a webhook target
+//! that accepts connections and never answers, and a link that is cut or
+//! reset every few seconds for a minute. The node must time out, resend,
+//! and still leave each event once.
 
 use crate::support;
 
@@ -83,6 +85,40 @@ async fn acks_that_never_come_back_are_resent_and_each_event_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_upstream_times_out_and_every_event_lands_once_after() {
+    let (nats, link, _dir, node) = behind_link("partition-blackhole").await;
+    let client = Client::new(node.ingress_addr);
+    post(&client, "s3", 0..50).await;
+    let forwarded = support::eventually(Duration::from_secs(20), async || node.backlog().0 == 0);
+    assert!(forwarded.await, "the first events did not drain");
+
+    // The link swallows everything, both ways, and says nothing.
+    link.set_mode(LinkMode::Blackhole);
+    post(&client, "s3", 50..150).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(node.backlog().0, 100, "nothing can be acknowledged");
+    assert!(
+        node.metrics.publish_failures.get() > 0,
+        "the forwarder noticed the silence"
+    );
+
+    link.set_mode(LinkMode::Pass);
+    let drained = support::eventually(Duration::from_secs(60), async || node.backlog().0 == 0);
+    assert!(
+        drained.await,
+        "backlog {:?} after the link came back",
+        node.backlog()
+    );
+    let (stored, distinct) = stored_upstream(&nats, 150).await;
+    assert_eq!(
+        (stored, distinct),
+        (150, 150),
+        "each event once in the stream"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_target_that_never_answers_is_retried_until_it_does() {
     let nats = NatsServer::start();
     let hook = Receiver::start(SECRET, Mode::Ok).await;
@@ -148,14 +184,15 @@ async fn a_link_that_flaps_for_a_minute_loses_and_doubles_nothing() {
             n
         })
     };
+    // Down every other 3 s: closed, then reset (RST) the next time.
     let mut cuts = 0;
     for i in 0..20 {
-        let mode = if i % 2 == 0 {
-            LinkMode::Cut
-        } else {
-            LinkMode::Pass
+        let mode = match i % 4 {
+            0 => LinkMode::Cut,
+            2 => LinkMode::Reset,
+            _ => LinkMode::Pass,
         };
-        cuts += u64::from(mode == LinkMode::Cut);
+        cuts += u64::from(mode != LinkMode::Pass);
         link.set_mode(mode);
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

@@ -4,7 +4,8 @@
 //! back by TCP as on a real cellular link. It counts the bytes it carried.
 //! On command it blackholes the link (accepts and reads, delivers
 //! nothing), drops only the replies (what is sent lands, no answer comes
-//! back), or cuts it (closes every connection and refuses new ones).
+//! back), cuts it (closes every connection and refuses new ones), or resets
+//! it (the same, with a TCP reset instead of a close).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub enum LinkMode {
     DropReplies = 2,
     /// Connections closed, new ones refused.
     Cut = 3,
+    /// Connections reset (RST, as a NAT box or a firewall that forgot the
+    /// flow does), new ones reset at once.
+    Reset = 4,
 }
 
 pub struct SlowLink {
@@ -55,8 +59,13 @@ impl SlowLink {
         let (u, d, c, m) = (up.clone(), down.clone(), connections.clone(), mode.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if m.load(Ordering::Relaxed) == LinkMode::Cut as u8 {
-                    continue; // dropped: the client sees the connection closed
+                match m.load(Ordering::Relaxed) {
+                    x if x == LinkMode::Cut as u8 => continue, // closed
+                    x if x == LinkMode::Reset as u8 => {
+                        let _ = client.set_zero_linger();
+                        continue; // dropped with linger 0: a reset
+                    }
+                    _ => {}
                 }
                 c.fetch_add(1, Ordering::Relaxed);
                 let Ok(server) = TcpStream::connect(&target).await else {
@@ -153,6 +162,14 @@ async fn carry(
         let read = tokio::time::timeout(Duration::from_millis(100), from.read(&mut buf));
         let n = match read.await {
             _ if way.mode() == LinkMode::Cut as u8 => break,
+            _ if way.mode() == LinkMode::Reset as u8 => {
+                // The socket read here closes with linger 0 (the other
+                // direction does the same with its own): each peer gets a reset.
+                let _ = from.as_ref().set_zero_linger();
+                drop(tx);
+                writer.abort();
+                return;
+            }
             Err(_) => continue,
             Ok(Ok(0) | Err(_)) => break,
             Ok(Ok(n)) => n,
