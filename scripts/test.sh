@@ -26,5 +26,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked -- "$@"
 if [ $# -eq 0 ]; then
-  scripts/fuzz.sh "${JETEDGE_FUZZ_SECONDS:-12}"
+  JETEDGE_FUZZ_PROFILE="${JETEDGE_FUZZ_PROFILE:-dev}" scripts/fuzz.sh "${JETEDGE_FUZZ_SECONDS:-12}"
 fi
