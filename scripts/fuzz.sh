@@ -7,6 +7,7 @@
 #
 #   scripts/fuzz.sh                 # 60 s per target
 #   scripts/fuzz.sh 600 signature   # 10 minutes, one target
+#   scripts/fuzz.sh build           # only build the targets
 #
 # JETEDGE_FUZZ_PROFILE=dev builds without optimisation: half the build time
 # and a tenth of the executions, enough for the test suite's brief run.
@@ -30,6 +31,9 @@ if [ "${JETEDGE_FUZZ_PROFILE:-release}" = dev ]; then
   profile=--dev
 fi
 "$cargo_fuzz" build --sanitizer none "$profile"
+if [ "$seconds" = build ]; then
+  exit 0
+fi
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t" "fuzz/regressions/$t"
   log=$(mktemp)

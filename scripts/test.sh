@@ -24,7 +24,19 @@ echo "chromium: $CHROMIUM_BIN ($("$CHROMIUM_BIN" --version 2>/dev/null))"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+export JETEDGE_FUZZ_PROFILE="${JETEDGE_FUZZ_PROFILE:-dev}"
+if [ $# -eq 0 ]; then
+  # The fuzz targets build while the integration tests run: those mostly
+  # wait on processes and the network, and the build uses the idle cores.
+  fuzz_log=$(mktemp)
+  scripts/fuzz.sh build >"$fuzz_log" 2>&1 &
+  fuzz_build=$!
+fi
 cargo test --all-targets --locked -- "$@"
 if [ $# -eq 0 ]; then
-  JETEDGE_FUZZ_PROFILE="${JETEDGE_FUZZ_PROFILE:-dev}" scripts/fuzz.sh "${JETEDGE_FUZZ_SECONDS:-12}"
+  if ! wait "$fuzz_build"; then
+    cat "$fuzz_log"
+    exit 1
+  fi
+  scripts/fuzz.sh "${JETEDGE_FUZZ_SECONDS:-12}"
 fi

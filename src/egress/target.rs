@@ -7,7 +7,8 @@
 //! - `stream`: the site's JetStream acknowledged it (`Nats-Msg-Id` = event
 //!   id, so a repeat is stored once);
 //! - `webhook`: the microapp answered 2xx to a POST signed per Standard
-//!   Webhooks (`webhook-id` = event id, so it can dedupe).
+//!   Webhooks (`webhook-id` = event id, so it can dedupe; an id that is no
+//!   header text becomes a digest of it, see [`webhook_id`]).
 
 use super::breaker::Breaker;
 use crate::config::{StreamTarget, SubscriptionConfig, WebhookTarget};
@@ -211,11 +212,12 @@ impl Webhook {
 
     async fn post(&self, r: &Record) -> Result<(), Failure> {
         let ts = OffsetDateTime::now_utc().unix_timestamp().to_string();
-        let sig = crate::signature::standard_signature(&self.key, &r.id, &ts, &r.payload);
+        let id = webhook_id(&r.id);
+        let sig = crate::signature::standard_signature(&self.key, &id, &ts, &r.payload);
         let req = Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/cloudevents+json")
             .header(USER_AGENT, concat!("jetedge/", env!("CARGO_PKG_VERSION")))
-            .header("webhook-id", r.id.as_str())
+            .header("webhook-id", id.as_ref())
             .header("webhook-timestamp", ts)
             .header("webhook-signature", sig)
             .body(Full::new(Bytes::from(r.payload.clone())))
@@ -278,9 +280,41 @@ fn retry_after(value: Option<&HeaderValue>, status: StatusCode) -> Option<Durati
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
+/// The `webhook-id` of an event: its id, unless that is no plain header
+/// text (an upstream message's id comes from whoever published it, and may
+/// hold spaces, control or non-ASCII characters, which a request cannot
+/// carry or a receiver's verifier cannot read); then `jetedge-` and the
+/// SHA-256 of the id, the same for every attempt, so receivers still
+/// dedupe on it.
+fn webhook_id(id: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic());
+    if plain {
+        return id.into();
+    }
+    use sha2::Digest;
+    format!(
+        "jetedge-{}",
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    )
+    .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_that_is_no_header_text_becomes_a_stable_digest() {
+        let uuid = "0193a1b2-0000-7000-8000-000000000001";
+        assert_eq!(webhook_id(uuid), uuid);
+        for odd in ["order 1", "order\n1", "bestellung-ü", ""] {
+            let id = webhook_id(odd);
+            assert!(id.starts_with("jetedge-") && id.len() == 8 + 64, "{id}");
+            assert!(HeaderValue::from_str(&id).is_ok());
+            assert_eq!(webhook_id(odd), id, "the same id every attempt");
+        }
+        assert_ne!(webhook_id("a b"), webhook_id("a  b"));
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates_on_429_and_503_only() {

@@ -546,3 +546,37 @@ async fn messages_waiting_for_a_slot_are_kept_alive_and_not_redelivered() {
     assert_eq!(info.num_redelivered, 0, "{info:?}");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_id_that_is_no_header_text_is_still_delivered_signed() {
+    // Whoever publishes upstream chooses the id: here one with a space, a
+    // newline and a non-ASCII letter, in the payload only.
+    let upstream = NatsServer::start();
+    let js = upstream_stream(&upstream.url()).await;
+    let hook = Receiver::start(SECRET, Mode::Ok).await;
+    let dir = TempDir::new("egress-odd-id");
+    let text = node_config(&dir.path().join("data"), &[upstream.url()])
+        + &subscription("odd", "events.legacy.>", &webhook(&hook.url));
+    let mut node = Binary::configured(dir.path(), &text);
+    tokio::task::block_in_place(|| node.start());
+    let event = json!({"specversion": "1.0", "id": "bestellung 17\nü", "source": "/legacy",
+                       "type": "order.created", "data": {"n": 1}});
+    js.publish("events.legacy.order", event.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for("the delivery", Duration::from_secs(30), || {
+        hook.count() == 1
+    })
+    .await;
+    let taken = hook.taken();
+    assert!(
+        taken[0].starts_with("jetedge-"),
+        "webhook-id {:?}",
+        taken[0]
+    );
+    assert_eq!(hook.bad_requests(), 0, "the signature verifies");
+    assert_eq!(node.admin_json("/admin/status")["dlq"], 0);
+    tokio::task::block_in_place(|| node.stop());
+}

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod cellular;
 mod cli;
 mod crash;
 mod dedupe;
