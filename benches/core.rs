@@ -50,13 +50,6 @@ const EVENT_SIZE: usize = 1024;
 const WINDOW: usize = 1024;
 const BATCH: usize = 500;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,9 +63,9 @@ async fn run() {
     // then a small run checks that the benchmark still works.
     let full = std::env::args().any(|a| a == "--bench");
     let scale = if full { 1 } else { 100 };
-    let events = env_usize("JETEDGE_BENCH_EVENTS", 200_000 / scale);
-    let requests = env_usize("JETEDGE_BENCH_REQUESTS", 100_000 / scale);
-    let concurrency = env_usize("JETEDGE_BENCH_CONCURRENCY", 64);
+    let events = support::setting::<usize>("JETEDGE_BENCH_EVENTS", 200_000 / scale);
+    let requests = support::setting::<usize>("JETEDGE_BENCH_REQUESTS", 100_000 / scale);
+    let concurrency = support::setting::<usize>("JETEDGE_BENCH_CONCURRENCY", 64);
     let nats = NatsServer::start();
     println!("jetedge core benchmark: events of {EVENT_SIZE} B, one local JetStream server (file storage)");
 
@@ -104,7 +97,7 @@ async fn run() {
         node: AT_REST,
         ..load.clone()
     };
-    let rounds = env_usize("JETEDGE_BENCH_ROUNDS", if full { 3 } else { 1 });
+    let rounds = support::setting::<usize>("JETEDGE_BENCH_ROUNDS", if full { 3 } else { 1 });
     let [c, k, l] = best_of(&nats, [&load, &over_tls, &sealed], rounds).await;
     println!(
         "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on; best of {rounds})",
@@ -137,7 +130,7 @@ async fn run() {
         l.p50_ms,
         l.p99_ms
     );
-    let slow_events = env_usize("JETEDGE_BENCH_SLOW_EVENTS", 1_500 / scale.min(15));
+    let slow_events = support::setting::<usize>("JETEDGE_BENCH_SLOW_EVENTS", 1_500 / scale.min(15));
     let (j, share) = slow_drain(&nats, slow_events).await;
     println!(
         "(j) outbox drain over a 256 kbit/s link, 100 ms each way: {j:.0} B/s on the wire = {:.0}% of the link  ({slow_events} events; target >= 50%)",
@@ -170,7 +163,7 @@ async fn run() {
         on.rate / off.rate
     );
 
-    let egress_events = env_usize("JETEDGE_BENCH_EGRESS", 20_000 / scale);
+    let egress_events = support::setting::<usize>("JETEDGE_BENCH_EGRESS", 20_000 / scale);
     let g = egress::rates(&nats, egress_events).await;
     println!(
         "(g) bare async-nats pull consumer (ack each)  {:>10.0} events/s  ({egress_events} events)",

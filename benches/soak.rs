@@ -30,13 +30,6 @@ use support::{node_config, order_body, sign, TempDir, SECRET, SECRET_ENV};
 
 const SENDERS: usize = 4;
 
-fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// What the senders saw: event ids acknowledged, and every 202/200's
 /// latency in microseconds.
 #[derive(Default)]
@@ -57,17 +50,17 @@ fn main() {
 
 async fn run() -> i32 {
     let full = std::env::args().any(|a| a == "--bench");
-    let seconds = setting("JETEDGE_SOAK_SECONDS", if full { 3600 } else { 20 });
-    let rate = setting("JETEDGE_SOAK_RATE", 50);
-    let outage_every = Duration::from_secs(setting(
+    let seconds = support::setting("JETEDGE_SOAK_SECONDS", if full { 3600 } else { 20 });
+    let rate = support::setting("JETEDGE_SOAK_RATE", 50);
+    let outage_every = Duration::from_secs(support::setting(
         "JETEDGE_SOAK_OUTAGE_EVERY",
         if full { 600 } else { 8 },
     ));
-    let outage_for = Duration::from_secs(setting(
+    let outage_for = Duration::from_secs(support::setting(
         "JETEDGE_SOAK_OUTAGE_FOR",
         if full { 60 } else { 3 },
     ));
-    let kill_every = Duration::from_secs(setting(
+    let kill_every = Duration::from_secs(support::setting(
         "JETEDGE_SOAK_KILL_EVERY",
         if full { 170 } else { 13 },
     ));

@@ -75,15 +75,7 @@ async fn a_cellular_link_drains_at_its_pace_on_one_connection_while_ingest_goes_
     let msgs = read_stream(&js, "EDGE", total, Duration::from_secs(600)).await;
     let took = started.elapsed();
     assert_eq!(msgs.len(), total, "every event arrived, once");
-    let stored = js
-        .get_stream("EDGE")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .bytes;
+    let stored = support::nats::stream_info(&js, "EDGE").await.state.bytes;
     let reconnects = link.connections.load(Ordering::Relaxed) - 1;
     let (p50, p99) = (percentile(&mut during, 0.5), percentile(&mut during, 0.99));
     eprintln!(

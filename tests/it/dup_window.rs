@@ -62,8 +62,7 @@ async fn acks_lost_for_longer_than_the_duplicate_window_leave_each_event_once() 
         .unwrap();
     let client = Client::new(node.ingress_addr);
     post(&client, 0..20).await;
-    let drained = support::eventually(Duration::from_secs(20), async || node.backlog().0 == 0);
-    assert!(drained.await, "the first events did not drain");
+    support::assert_drains(&node, Duration::from_secs(20)).await;
 
     // Publishes land, their acks never come back: several times the
     // window passes before the link answers again. (Held while posting,
@@ -89,12 +88,7 @@ async fn acks_lost_for_longer_than_the_duplicate_window_leave_each_event_once() 
     );
 
     link.set_mode(LinkMode::Pass);
-    let drained = support::eventually(Duration::from_secs(30), async || node.backlog().0 == 0);
-    assert!(
-        drained.await,
-        "backlog {:?} after the link came back",
-        node.backlog()
-    );
+    support::assert_drains(&node, Duration::from_secs(30)).await;
     assert_stored_once(&nats, 60).await;
     node.shutdown().await;
 }

@@ -89,13 +89,8 @@ async fn losing_the_stream_leader_mid_stream_loses_and_doubles_nothing() {
     let msgs = read_stream(&js, "EDGE", SOURCES * PER_SOURCE, Duration::from_secs(60)).await;
     assert_eq!(msgs.len(), SOURCES * PER_SOURCE);
     assert_exactly_once(&msgs, SOURCES, PER_SOURCE);
-    let new_leader = js
-        .get_stream("EDGE")
+    let new_leader = support::nats::stream_info(&js, "EDGE")
         .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
         .cluster
         .clone()
         .and_then(|c| c.leader);

@@ -33,13 +33,6 @@ const CUT_FOR: Duration = Duration::from_secs(6);
 /// News the hub publishes for every site, in two rounds.
 const NEWS: usize = 20;
 
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// One edge site: its NATS server, its node, and its links to each hub server.
 struct Site {
     name: String,
@@ -199,12 +192,12 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubles_nothing() {
-    let sites_n = setting("JETEDGE_FLEET_SITES", 6);
-    let orders = setting("JETEDGE_FLEET_ORDERS", 200);
-    let scans = setting("JETEDGE_FLEET_SCANS", 60);
+    let sites_n = support::setting("JETEDGE_FLEET_SITES", 6);
+    let orders = support::setting("JETEDGE_FLEET_ORDERS", 200);
+    let scans = support::setting("JETEDGE_FLEET_SCANS", 60);
     // Between two events of one sender: long enough a run for every step
     // of the chaos to meet traffic.
-    let pace = Duration::from_millis(setting("JETEDGE_FLEET_PACE_MS", 40) as u64);
+    let pace = Duration::from_millis(support::setting("JETEDGE_FLEET_PACE_MS", 40) as u64);
     let mut hub = Cluster::start();
     let js = jetstream(&hub.urls()).await;
     let created = support::eventually(Duration::from_secs(60), async || {
@@ -304,13 +297,9 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
     eprintln!("fleet: cut the upstream links of {cut:?}");
 
     reach(0.45).await;
-    let mut stream = js.get_stream(STREAM).await.unwrap();
-    let leader = stream
-        .info()
+    let leader = support::nats::stream_info(&js, STREAM)
         .await
-        .unwrap()
         .cluster
-        .clone()
         .and_then(|c| c.leader);
     let leader = leader.expect("the stream has a leader");
     tokio::task::block_in_place(|| hub.by_name(&leader).unwrap().stop());
@@ -399,8 +388,8 @@ async fn a_fleet_of_sites_through_kills_cuts_and_a_leader_change_loses_and_doubl
         }
     }
 
-    let mut stream = js.get_stream(STREAM).await.unwrap();
-    let info = stream.info().await.unwrap();
+    let info = support::nats::stream_info(&js, STREAM).await;
+    let stream = js.get_stream(STREAM).await.unwrap();
     let rss: Vec<f64> = sites.iter().map(|s| peak_rss_mib(s.node.pid())).collect();
     let hub_cpu: f64 = hub
         .servers

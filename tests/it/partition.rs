@@ -55,8 +55,7 @@ async fn acks_that_never_come_back_are_resent_and_each_event_is_stored_once() {
     let (nats, link, _dir, node) = behind_link("partition-acks").await;
     let client = Client::new(node.ingress_addr);
     post(&client, "s0", 0..100).await;
-    let forwarded = support::eventually(Duration::from_secs(20), async || node.backlog().0 == 0);
-    assert!(forwarded.await, "the first events did not drain");
+    support::assert_drains(&node, Duration::from_secs(20)).await;
 
     // Publishes still land upstream, but no answer comes back.
     link.set_mode(LinkMode::DropReplies);
@@ -69,12 +68,7 @@ async fn acks_that_never_come_back_are_resent_and_each_event_is_stored_once() {
     assert_eq!(node.link_state(), "connected", "{}", node.link_state());
 
     link.set_mode(LinkMode::Pass);
-    let drained = support::eventually(Duration::from_secs(60), async || node.backlog().0 == 0);
-    assert!(
-        drained.await,
-        "backlog {:?} after the link came back",
-        node.backlog()
-    );
+    support::assert_drains(&node, Duration::from_secs(60)).await;
     let (stored, distinct) = stored_upstream(&nats, 300).await;
     assert_eq!(
         (stored, distinct),
@@ -89,8 +83,7 @@ async fn a_blackholed_upstream_times_out_and_every_event_lands_once_after() {
     let (nats, link, _dir, node) = behind_link("partition-blackhole").await;
     let client = Client::new(node.ingress_addr);
     post(&client, "s3", 0..50).await;
-    let forwarded = support::eventually(Duration::from_secs(20), async || node.backlog().0 == 0);
-    assert!(forwarded.await, "the first events did not drain");
+    support::assert_drains(&node, Duration::from_secs(20)).await;
 
     // The link swallows everything, both ways, and says nothing.
     link.set_mode(LinkMode::Blackhole);
@@ -103,12 +96,7 @@ async fn a_blackholed_upstream_times_out_and_every_event_lands_once_after() {
     );
 
     link.set_mode(LinkMode::Pass);
-    let drained = support::eventually(Duration::from_secs(60), async || node.backlog().0 == 0);
-    assert!(
-        drained.await,
-        "backlog {:?} after the link came back",
-        node.backlog()
-    );
+    support::assert_drains(&node, Duration::from_secs(60)).await;
     let (stored, distinct) = stored_upstream(&nats, 150).await;
     assert_eq!(
         (stored, distinct),
@@ -198,12 +186,7 @@ async fn a_link_that_flaps_for_a_minute_loses_and_doubles_nothing() {
     }
     link.set_mode(LinkMode::Pass);
     let posted = sender.await.unwrap();
-    let drained = support::eventually(Duration::from_secs(60), async || node.backlog().0 == 0);
-    assert!(
-        drained.await,
-        "backlog {:?} after the flapping",
-        node.backlog()
-    );
+    support::assert_drains(&node, Duration::from_secs(60)).await;
     assert!(
         link.connections.load(std::sync::atomic::Ordering::Relaxed) > 1,
         "the link was really cut"

@@ -63,15 +63,7 @@ async fn a_backlog_drains_over_a_slow_link_once_without_resending() {
     let msgs = read_stream(&js, "EDGE", EVENTS, Duration::from_secs(240)).await;
     let took = started.elapsed();
     assert_eq!(msgs.len(), EVENTS, "every event arrived, once");
-    let stored = js
-        .get_stream("EDGE")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .bytes;
+    let stored = support::nats::stream_info(&js, "EDGE").await.state.bytes;
     let carried = link.upstream_bytes.load(Ordering::Relaxed) - sent_before;
     eprintln!(
         "drained {EVENTS} events ({stored} B stored) in {took:.1?} over a {RATE} B/s link: \

@@ -150,3 +150,18 @@ pub async fn eventually(timeout: std::time::Duration, mut f: impl AsyncFnMut() -
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until an in-process node's backlog is empty (up to `within`),
+/// failing with what is left.
+pub async fn assert_drains(node: &jetedge::NodeHandle, within: std::time::Duration) {
+    let drained = eventually(within, async || node.backlog().0 == 0).await;
+    assert!(drained, "backlog (events, bytes) {:?} left", node.backlog());
+}
+
+/// A number from the environment (a test's or bench's size), or `default`.
+pub fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

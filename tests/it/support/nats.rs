@@ -307,3 +307,9 @@ pub fn assert_once_in_order(msgs: &[Msg], sources: usize, per_source: usize) {
         assert!(ns == expected, "source {source}: events out of order");
     }
 }
+
+/// A stream's info as the server has it now (state, cluster, config).
+pub async fn stream_info(js: &jetstream::Context, stream: &str) -> jetstream::stream::Info {
+    let mut s = js.get_stream(stream).await.unwrap();
+    s.info().await.unwrap().clone()
+}
