@@ -144,6 +144,8 @@ async fn run() -> i32 {
         peak_rss = peak_rss.max(vm_hwm_kib(node.pid()));
     }
     let drained_in = drain.elapsed();
+    let runs = std::fs::read_dir(data.join("keys")).map_or(0, |d| d.count());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", node.pid())).map_or(0, |d| d.count());
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     // Egress runs behind forwarding: give the receiver time to catch up.
     let wanted: std::collections::HashSet<&str> = seen.s0.iter().map(String::as_str).collect();
@@ -191,6 +193,7 @@ async fn run() -> i32 {
         taken.len(),
         hook.bad_requests()
     );
+    println!("soak: {runs} dedupe run files, {fds} open files in the node at the end");
     println!(
         "soak: peak RSS {:.1} MiB; peak data dir {:.1} MiB; ingest latency p50 {:.1} ms, \
          p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms ({} webhook answers)",

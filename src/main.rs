@@ -151,12 +151,34 @@ fn run_node(path: &Path) -> ExitCode {
         return ExitCode::from(2);
     };
     init_logs(cfg.node.log_format);
+    raise_open_files_limit();
     match run(cfg) {
         Err(e) if is_key_problem(&e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(KEY_EXIT)
         }
         result => report(result),
+    }
+}
+
+/// Raises the soft limit of open files to the hard one, as servers do: a
+/// node holds its outbox segments, dedupe runs, and a socket per client,
+/// target and link, and the usual soft limit (1,024) is a default for
+/// interactive shells, not a budget chosen for it.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let before = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(soft = before, "could not raise the open files limit");
+            }
+        }
     }
 }
 

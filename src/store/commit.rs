@@ -277,7 +277,8 @@ impl Committer {
             // Forwarded segments go only once the head past them is durable,
             // and once the keys of their records are in a run (the records
             // are where a restart would read them back from).
-            if self.keys.through() + 1 < self.inner.log.ends().head_seq {
+            let deleting = self.inner.log.deletes_through(head);
+            if deleting.is_some_and(|last| self.keys.through() < last) {
                 self.flush_keys(now)?;
             }
             self.inner.log.delete_before(head)?;

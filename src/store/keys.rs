@@ -15,7 +15,10 @@
 //! outbox record after the newest run's `through` seq, which is where
 //! recovery reads it back from. A run whose entries have all expired is
 //! deleted whole; expiries are absolute, so a clock that jumps back keeps
-//! finding recent keys.
+//! finding recent keys. Once [`MERGE_AT`] runs smaller than a full table
+//! exist, they are merged into one (expired entries dropped): each run costs
+//! a file descriptor and a Bloom check per lookup, and runs live for the
+//! dedupe TTL (days).
 //!
 //! Owned by the committer thread: the only reader and writer.
 
@@ -29,6 +32,9 @@ use std::path::{Path, PathBuf};
 
 /// Keys the table holds before it is written out as a run.
 pub const FLUSH_KEYS: usize = 16_384;
+/// Small runs (fewer keys than [`FLUSH_KEYS`]) merged into one once this
+/// many exist.
+const MERGE_AT: usize = 4;
 /// A run entry: the hash, then the encoded slot.
 const ENTRY: usize = 16 + SLOT;
 /// Entries per block: one `pread` of at most 4 KiB finds a key.
@@ -169,6 +175,7 @@ impl Keys {
             write_run(&path, &table, through)?;
             File::open(&self.dir)?.sync_all()?;
             self.runs.push(Run::open(&path)?);
+            self.merge_small(now)?;
         }
         let newest = self.through();
         let (live, dead): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.runs)
@@ -178,6 +185,41 @@ impl Keys {
             std::fs::remove_file(&r.path)?;
         }
         self.runs = live;
+        Ok(())
+    }
+}
+
+impl Keys {
+    /// Merges the runs smaller than a full table into one once there are
+    /// [`MERGE_AT`] of them, dropping expired entries. The merged run is
+    /// durable before its inputs go; a crash in between leaves both, which
+    /// lookups tolerate (the same key's slot in two runs).
+    fn merge_small(&mut self, now: u64) -> Result<(), StoreError> {
+        let small = |r: &Run| r.count < FLUSH_KEYS as u64;
+        if self.runs.iter().filter(|r| small(r)).count() < MERGE_AT {
+            return Ok(());
+        }
+        let (inputs, mut kept): (Vec<Run>, Vec<Run>) =
+            std::mem::take(&mut self.runs).into_iter().partition(small);
+        let mut table = BTreeMap::new();
+        let mut through = 0;
+        for run in &inputs {
+            through = through.max(run.through);
+            for (h, slot) in run.entries()? {
+                if slot.expiry > now {
+                    table.insert(h, slot);
+                }
+            }
+        }
+        let path = self.dir.join(format!("{through:016x}-m{now:x}.run"));
+        write_run(&path, &table, through)?;
+        File::open(&self.dir)?.sync_all()?;
+        kept.push(Run::open(&path)?);
+        kept.sort_by_key(|r| r.through);
+        self.runs = kept;
+        for run in inputs.into_iter().filter(|r| r.path != path) {
+            std::fs::remove_file(&run.path)?;
+        }
         Ok(())
     }
 }
@@ -274,6 +316,16 @@ impl Run {
         })
     }
 
+    /// Every entry, in hash order.
+    fn entries(&self) -> Result<Vec<(Hash, Slot)>, StoreError> {
+        let mut buf = vec![0u8; self.count as usize * ENTRY];
+        self.file.read_exact_at(&mut buf, HEADER as u64)?;
+        Ok(buf
+            .chunks_exact(ENTRY)
+            .filter_map(|e| Some((e[..16].try_into().ok()?, Slot::decode(&e[16..])?)))
+            .collect())
+    }
+
     fn find(&self, h: &Hash) -> Result<Option<Slot>, StoreError> {
         let bits = self.bloom.len() as u64 * 64;
         if bloom_bits(h, bits).any(|b| self.bloom[(b / 64) as usize] & (1 << (b % 64)) == 0) {
@@ -347,6 +399,29 @@ mod tests {
             .lookup(&hash(&501u32.to_le_bytes()), 1_500)
             .unwrap()
             .is_some());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn small_runs_are_merged_so_their_number_stays_bounded() {
+        // A node that catches up often flushes a few keys at a time.
+        let d = dir("merge");
+        let mut k = Keys::open(&d).unwrap();
+        for n in 0..200u32 {
+            k.insert(hash(&n.to_le_bytes()), Slot::new(10_000, &id(n)).unwrap());
+            if n % 3 == 2 {
+                k.flush(n as u64, 0).unwrap();
+            }
+        }
+        let files = std::fs::read_dir(&d).unwrap().count();
+        assert!(files < MERGE_AT, "{files} run files for 66 flushes");
+        drop(k);
+        let k = Keys::open(&d).unwrap();
+        assert_eq!(k.through(), 197);
+        for n in [0u32, 1, 100, 197] {
+            assert_eq!(k.lookup(&hash(&n.to_le_bytes()), 0).unwrap(), Some(id(n)));
+        }
+        assert_eq!(k.lookup(&hash(&198u32.to_le_bytes()), 0).unwrap(), None);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

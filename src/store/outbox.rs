@@ -31,6 +31,10 @@ use std::sync::Mutex;
 
 /// A segment takes new records until it is this large.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// The segment being written is retired once drained only from this size:
+/// each retirement writes the dedupe keys of its records out as a run
+/// first, and a forwarder that keeps up drains it every few milliseconds.
+pub const RETIRE_BYTES: u64 = SEGMENT_BYTES / 4;
 const MAGIC: u32 = 0x4a45_4f42;
 const HEADER: u64 = 12;
 /// Fixed part of a body before the batch: seq, cumulative events, events,
@@ -496,12 +500,44 @@ impl Outbox {
         }
     }
 
+    /// The last seq that [`Outbox::delete_before`] at `head` would delete,
+    /// if it would delete anything: the dedupe keys through it must be in
+    /// a run first.
+    pub fn deletes_through(&self, head: Pos) -> Option<u64> {
+        let ends = self.ends();
+        if head == ends.tail && head.offset >= RETIRE_BYTES {
+            return Some(ends.next_seq.saturating_sub(1));
+        }
+        let last = *self.deletable(head).last()?;
+        // A segment's records end where the next segment's begin.
+        let next = self
+            .lock_segments()
+            .range(last + 1..)
+            .next()
+            .map(|(s, _)| *s);
+        Some(next.unwrap_or(ends.next_seq).saturating_sub(1))
+    }
+
+    /// Segments wholly before `head`, other than the one being written.
+    fn deletable(&self, head: Pos) -> Vec<u64> {
+        let tail_segment = self.ends().tail.segment;
+        self.lock_segments()
+            .iter()
+            .filter(|(s, len)| {
+                **s != tail_segment
+                    && (**s < head.segment || (**s == head.segment && head.offset >= **len))
+            })
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
     /// Deletes the segments wholly before `head`; the one being written
-    /// too once everything in it was forwarded (the next record starts a
-    /// new one), so a drained outbox gives all its space back.
+    /// too once everything in it was forwarded and it holds at least
+    /// [`RETIRE_BYTES`] (the next record starts a new one), so a drained
+    /// outbox gives back all but a few MiB of its space.
     pub fn delete_before(&self, head: Pos) -> Result<(), StoreError> {
         let ends = self.ends();
-        if head == ends.tail && head.offset > 0 {
+        if head == ends.tail && head.offset >= RETIRE_BYTES {
             let mut writer = self.writer.lock().expect("writer");
             *writer = None;
             let mut e = self.ends.lock().expect("ends");
@@ -510,17 +546,7 @@ impl Outbox {
                 offset: 0,
             };
         }
-        let tail_segment = self.ends().tail.segment;
-        let done: Vec<u64> = self
-            .lock_segments()
-            .iter()
-            .filter(|(s, len)| {
-                **s != tail_segment
-                    && (**s < head.segment || (**s == head.segment && head.offset >= **len))
-            })
-            .map(|(s, _)| *s)
-            .collect();
-        for s in done {
+        for s in self.deletable(head) {
             match std::fs::remove_file(self.path(s)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
