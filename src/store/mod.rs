@@ -87,6 +87,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is damage in what was read (a bad record, a segment
+    /// shorter than its records say), rather than a read that failed.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Corrupt { .. } => true,
+            StoreError::Io(e) => e.kind() == std::io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
+    }
+
     /// A stored value that did not open: a key problem stays one (the
     /// value is left alone), damage is reported as corruption of `seq`.
     fn unsealed(seq: u64, e: SealError) -> Self {

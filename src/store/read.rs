@@ -33,10 +33,14 @@ impl Store {
             let entry = match self.inner.log.read_at(pos, None) {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
-                Err(e) => {
+                Err(e) if e.is_damage() => {
                     pos = self.set_aside(pos, &e)?;
                     continue;
                 }
+                // A read that failed (no file descriptor left, an I/O
+                // error) says nothing about the record: nothing is skipped,
+                // the caller tries again later.
+                Err(e) => return Err(e),
             };
             *self.inner.last_read.lock().expect("last read") = Some(LastRead {
                 seq: entry.seq,

@@ -220,6 +220,35 @@ async fn a_damaged_batch_is_set_aside_and_the_rest_still_flows() {
     store.close().await;
 }
 
+#[tokio::test]
+async fn a_read_that_fails_skips_nothing_and_works_again_later() {
+    // A read can fail without any damage (no file descriptor left, an I/O
+    // error): the reader reports it, and skips nothing.
+    let dir = tempdir("read-fails");
+    let store = open(&cfg(&dir));
+    for id in ["a", "b", "c"] {
+        store.persist(vec![event(None, id, 10)]).await.unwrap();
+    }
+    let segment = std::fs::read_dir(dir.join("outbox"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let away = segment.with_extension("away");
+    std::fs::rename(&segment, &away).unwrap();
+    let failed = store.pending(None, 10);
+    assert!(
+        matches!(failed, Err(StoreError::Io(_))),
+        "{:?}",
+        failed.map(|p| p.len())
+    );
+    assert_eq!(store.inner.corrupt.len(), 0, "nothing set aside");
+    std::fs::rename(&away, &segment).unwrap();
+    assert_eq!(pending_ids(&store), ["a", "b", "c"]);
+    store.close().await;
+}
+
 fn runs(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("keys")).map_or(0, |d| d.count())
 }
