@@ -10,15 +10,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "common.rs"]
 mod common;
 
-const SCHEMES: [Scheme; 7] = [
-    Scheme::StandardWebhooks,
-    Scheme::Github,
-    Scheme::Stripe,
-    Scheme::Shopify,
-    Scheme::Slack,
-    Scheme::HmacSha256,
-    Scheme::Bearer,
-];
+const SCHEMES: [Scheme; 7] = Scheme::VERIFYING;
 const NOW: i64 = 1_700_000_000;
 
 fn verifier(scheme: Scheme, variant: u8) -> Verifier {

@@ -578,6 +578,17 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// Every scheme that authenticates a request (all but `none`).
+    pub const VERIFYING: [Scheme; 7] = [
+        Scheme::StandardWebhooks,
+        Scheme::Github,
+        Scheme::Stripe,
+        Scheme::Shopify,
+        Scheme::Slack,
+        Scheme::HmacSha256,
+        Scheme::Bearer,
+    ];
+
     pub fn has_timestamp(self) -> bool {
         matches!(self, Self::StandardWebhooks | Self::Stripe | Self::Slack)
     }
