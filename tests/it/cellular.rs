@@ -14,6 +14,19 @@ use support::nats::{jetstream, read_stream, NatsServer};
 use support::proxy::SlowLink;
 use support::{node_config, parse_config, TempDir};
 
+/// Posts orders `range` of `s0` one every 200 ms; each answer's latency
+/// in milliseconds.
+async fn paced_posts(c: &Client, range: std::ops::Range<usize>) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    for n in range {
+        let at = Instant::now();
+        assert_eq!(post_order(c, "s0", n).await.status, 202, "#{n}");
+        latencies.push(at.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    latencies
+}
+
 /// Milliseconds at the given percentile of `v` (sorted in place).
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -31,10 +44,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cellular_link_drains_at_its_pace_on_one_connection_while_ingest_goes_on() {
     const CELLULAR: u64 = 8_000;
-    let batches: usize = std::env::var("JETEDGE_TEST_CELLULAR_BATCHES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let batches = support::setting::<usize>("JETEDGE_TEST_CELLULAR_BATCHES", 6);
     let upstream = NatsServer::start_with("ping_interval: \"5s\"\nping_max: 2\n");
     let link = SlowLink::start(
         format!("127.0.0.1:{}", upstream.port),
@@ -49,28 +59,13 @@ async fn a_cellular_link_drains_at_its_pace_on_one_connection_while_ingest_goes_
     node.pause_forwarding(true);
     let c = Client::new(node.ingress_addr);
     post_backlog(&c, batches).await;
-    let mut idle = Vec::new();
-    for n in 0..50 {
-        let at = Instant::now();
-        assert_eq!(post_order(&c, "s0", n).await.status, 202);
-        idle.push(at.elapsed().as_secs_f64() * 1e3);
-    }
-
+    // Orders at 5 a second: 100 with forwarding held (the baseline, over
+    // a comparable span of time), then 200 while the backlog drains.
+    let mut idle = paced_posts(&c, 0..100).await;
     let started = Instant::now();
     node.pause_forwarding(false);
-    // Orders keep coming in while the backlog drains: 5 a second.
-    let mut during = Vec::new();
-    for n in 50..250 {
-        let at = Instant::now();
-        assert_eq!(
-            post_order(&c, "s0", n).await.status,
-            202,
-            "#{n} while draining"
-        );
-        during.push(at.elapsed().as_secs_f64() * 1e3);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let total = batches * 100 + 250;
+    let mut during = paced_posts(&c, 100..300).await;
+    let total = batches * 100 + 300;
     let js = jetstream(&[upstream.url()]).await;
     let msgs = read_stream(&js, "EDGE", total, Duration::from_secs(600)).await;
     let took = started.elapsed();
