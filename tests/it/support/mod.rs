@@ -51,6 +51,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct free loopback ports: all are held until the last is
+/// picked (two calls of [`free_port`] can return the same port).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const SECRET_ENV: &str = "JETEDGE_TEST_SHOP_SECRET";
 

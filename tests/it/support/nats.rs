@@ -1,7 +1,7 @@
 //! Real nats-server processes: a single JetStream server or a 3-node
 //! cluster, each on free loopback ports with its own store directory.
 
-use super::{free_port, TempDir};
+use super::{free_ports, TempDir};
 use async_nats::jetstream;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -53,9 +53,10 @@ impl NatsServer {
     }
 
     fn new(name: &str, cluster_port: Option<u16>, routes: Vec<u16>) -> Self {
+        let [port, monitor_port] = free_ports();
         Self {
-            port: free_port(),
-            monitor_port: free_port(),
+            port,
+            monitor_port,
             cluster_port,
             name: name.to_string(),
             routes,
@@ -164,7 +165,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Self {
-        let cports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let cports = free_ports::<3>().to_vec();
         let mut servers: Vec<NatsServer> = (0..3)
             .map(|i| NatsServer::new(&format!("hub-{i}"), Some(cports[i]), cports.clone()))
             .collect();

@@ -22,7 +22,7 @@ impl Binary {
     /// `listen`) and admin listener (the second) on free loopback ports;
     /// config and log files go in `dir`. Not started yet.
     pub fn configured(dir: &Path, text: &str) -> Self {
-        let (port, admin_port) = (super::free_port(), super::free_port());
+        let [port, admin_port] = super::free_ports();
         let any = "listen = \"127.0.0.1:0\"";
         let text = text
             .replacen(any, &format!("listen = \"127.0.0.1:{port}\""), 1)
@@ -58,16 +58,20 @@ impl Binary {
 
     /// New free ports for both listeners, in the config file too.
     fn move_ports(&mut self) {
-        let (port, admin_port) = (super::free_port(), super::free_port());
+        let [port, admin_port] = super::free_ports();
         let text = std::fs::read_to_string(&self.config).unwrap();
+        // The ingress listener comes first in the file, then the admin one
+        // (one at a time: the old ports may be the same).
         let text = text
-            .replace(
+            .replacen(
                 &format!("127.0.0.1:{}\"", self.port),
                 &format!("127.0.0.1:{port}\""),
+                1,
             )
-            .replace(
+            .replacen(
                 &format!("127.0.0.1:{}\"", self.admin_port),
                 &format!("127.0.0.1:{admin_port}\""),
+                1,
             );
         std::fs::write(&self.config, text).unwrap();
         (self.port, self.admin_port) = (port, admin_port);
