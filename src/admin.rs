@@ -231,7 +231,7 @@ impl Admin {
         }
         let open = peer.ip().is_loopback()
             && req.method() == Method::GET
-            && matches!(path, "" | "/metrics");
+            && matches!(path, "" | "/metrics" | "/asyncapi.json");
         let unauthorized = !open && !self.authorized(req);
         unauthorized.then(|| {
             error_response(
@@ -273,6 +273,7 @@ impl Admin {
         match (req.method(), segments.as_slice()) {
             (&Method::GET, [] | [""]) => self.page(),
             (&Method::GET, ["metrics"]) => self.prometheus(),
+            (&Method::GET, ["asyncapi.json"]) => self.asyncapi().await,
             (&Method::POST, ["admin", "reload"]) => self.reload().await,
             (_, ["admin", "reload"]) => Fail::MethodNotAllowed.response(),
             (m, ["admin", rest @ ..]) if known(rest) => {
@@ -323,6 +324,7 @@ impl Admin {
         let sub = sub.as_deref();
         Ok(match (method, route) {
             (&Method::GET, ["status"]) => self.status(),
+            (&Method::GET, ["schemas"]) => self.schemas(),
             (&Method::GET, ["dlq"]) => self.list(query)?,
             (&Method::DELETE, ["dlq"]) => {
                 json!({"purged": self.store.dead_letter_purge(sub).await?})
@@ -421,6 +423,21 @@ impl Admin {
             "encryption": encryption_status(self.store.encryption()),
             "subscriptions": self.egress.status(),
         })
+    }
+
+    /// `GET /admin/schemas`: what the node enforces, and the registry copy's state.
+    fn schemas(&self) -> Value {
+        let contracts = self.ingest.get().contracts.clone();
+        let registry = contracts.registry.get();
+        json!({"schemas": contracts.list(), "registry": registry.state})
+    }
+
+    /// `GET /asyncapi.json`: the running config's channels, with the
+    /// registry's schemas as they stand.
+    async fn asyncapi(&self) -> Resp {
+        let cfg = self.reloader.current.lock().await.clone();
+        let doc = crate::contract::asyncapi::document(&cfg, &self.ingest.get().contracts);
+        json_response(StatusCode::OK, doc)
     }
 
     fn prometheus(&self) -> Resp {
@@ -564,7 +581,7 @@ fn paging(query: Option<&str>) -> Result<(Option<u64>, usize), Fail> {
 fn known(route: &[&str]) -> bool {
     matches!(
         route,
-        ["status" | "dlq" | "parked"]
+        ["status" | "schemas" | "dlq" | "parked"]
             | ["dlq" | "parked", _]
             | ["dlq" | "parked", _, "replay"]
             | ["forwarder", "pause" | "resume"]

@@ -360,7 +360,12 @@ fn print_replay(v: &Value) {
 }
 
 /// One admin API call; an error answer becomes an error with its message.
-async fn call(cfg: &Config, args: &AdminArgs, method: Method, path: &str) -> anyhow::Result<Value> {
+pub(crate) async fn call(
+    cfg: &Config,
+    args: &AdminArgs,
+    method: Method,
+    path: &str,
+) -> anyhow::Result<Value> {
     let (status, v, body) = call_raw(cfg, args, method, path).await?;
     if !status.is_success() {
         let msg = v["error"]["message"].as_str().map_or_else(

@@ -104,6 +104,38 @@ pub fn subject_matches(filter: &str, subject: &str) -> bool {
     }
 }
 
+/// An event type as rules name it: exact, or a prefix written with a
+/// trailing `*` (`"order.*"` covers `order.created` and `order.paid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl TypeMatch {
+    pub fn parse(pattern: &str) -> Self {
+        match pattern.strip_suffix('*') {
+            Some(p) => Self::Prefix(p.to_string()),
+            None => Self::Exact(pattern.to_string()),
+        }
+    }
+
+    pub fn matches(&self, type_: &str) -> bool {
+        match self {
+            Self::Exact(x) => x == type_,
+            Self::Prefix(p) => type_.starts_with(p.as_str()),
+        }
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> String {
+        match self {
+            Self::Exact(x) => x.clone(),
+            Self::Prefix(p) => format!("{p}*"),
+        }
+    }
+}
+
 pub fn is_subject_safe(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod contract;
 pub mod egress;
 pub mod envelope;
 pub mod forward;
@@ -98,6 +99,9 @@ impl Node {
         .await
         .map_err(StartError::Setup)?;
         let stop_ingress = CancellationToken::new();
+        if let Some(bucket) = cfg.contracts.bucket() {
+            watch_registry(&cfg, bucket, &ingest.get(), &client, &link, &stop_ingress)?;
+        }
         tokio::spawn(metrics::report_refusals(
             metrics.clone(),
             stop_ingress.clone(),
@@ -221,6 +225,39 @@ impl Node {
             reloader,
         })
     }
+}
+
+/// Puts the store's copy of the schema registry in force, then starts the
+/// task that follows the bucket upstream.
+fn watch_registry(
+    cfg: &Config,
+    bucket: &str,
+    ingest: &ingress::Ingest,
+    client: &async_nats::Client,
+    link: &watch::Receiver<upstream::LinkState>,
+    stop: &CancellationToken,
+) -> Result<(), StartError> {
+    let on_violation = cfg.contracts.on_violation;
+    let store = ingest.store().clone();
+    let cached = contract::registry::load_cached(&store, bucket, on_violation);
+    let entries = ingest.contracts.registry.clone();
+    entries.set(cached.map_err(StartError::Setup)?);
+    tracing::info!(
+        bucket,
+        schemas = entries.get().len(),
+        "schema registry copy loaded"
+    );
+    let watcher = contract::registry::Watcher {
+        bucket: bucket.to_string(),
+        on_violation,
+        client: client.clone(),
+        link: link.clone(),
+        store,
+        entries,
+        stop: stop.clone(),
+    };
+    tokio::spawn(watcher.run());
+    Ok(())
 }
 
 /// A listener's TLS (`[ingress] tls`, `[admin] tls`), reloaded until `stop`.

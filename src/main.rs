@@ -8,6 +8,7 @@ use jetedge::config::{Config, LogFormat};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod contracts;
 mod ctl;
 mod notify;
 mod send;
@@ -75,6 +76,11 @@ enum Command {
     /// Watch events as a running node stores them (after redaction), one
     /// JSON line each.
     Tap(ctl::TapArgs),
+    /// Print the node's channels (sources, subjects, subscriptions, schemas)
+    /// as an AsyncAPI 3.0 document, from the config file.
+    Asyncapi(ConfigArg),
+    /// List the schemas a running node enforces and where each came from.
+    Schemas(ctl::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +120,14 @@ fn main() -> ExitCode {
         },
         Command::Tap(args) => match load_for_admin(&args.common.file.config) {
             Some(cfg) => report(ctl::tap(&cfg, &args)),
+            None => ExitCode::from(2),
+        },
+        Command::Asyncapi(a) => match load_for_admin(&a.config) {
+            Some(cfg) => report(contracts::asyncapi(&cfg)),
+            None => ExitCode::from(2),
+        },
+        Command::Schemas(args) => match load_for_admin(&args.file.config) {
+            Some(cfg) => report(contracts::schemas(&cfg, &args)),
             None => ExitCode::from(2),
         },
         Command::Reload(args) => match load_for_admin(&args.file.config) {

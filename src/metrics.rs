@@ -16,7 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeMap;
 
 /// Error codes of the ingress API, one counter each (see `ingress::http::ApiError`).
-pub const ERROR_CODES: [&str; 19] = [
+pub const ERROR_CODES: [&str; 20] = [
     "not_found",
     "method_not_allowed",
     "unknown_source",
@@ -32,6 +32,7 @@ pub const ERROR_CODES: [&str; 19] = [
     "client_not_allowed",
     "rate_limited",
     "timestamp_out_of_tolerance",
+    "schema_violation",
     "buffer_full",
     "disk_full",
     "unavailable",
@@ -63,6 +64,8 @@ pub struct Metrics {
     pub commit_errors: Counter,
     /// Events a routing rule (or the default action) dropped.
     pub events_filtered: Counter,
+    /// Events stored for the quarantine subject (they broke their schema).
+    pub events_quarantined: Counter,
     /// Config reloads applied, and refused (invalid) or failed.
     pub reloads: Counter,
     pub reloads_failed: Counter,
@@ -144,6 +147,10 @@ impl Metrics {
             "jetedge_events_filtered",
             "Events dropped by a routing rule (answered 202 filtered).",
         );
+        let events_quarantined = counter(
+            "jetedge_events_quarantined",
+            "Events that broke their schema, stored for the quarantine subject.",
+        );
         let reloads = counter(
             "jetedge_config_reloads",
             "Config reloads applied (SIGHUP, POST /admin/reload, jetedge reload).",
@@ -213,6 +220,7 @@ impl Metrics {
             local_dropped,
             commit_errors,
             events_filtered,
+            events_quarantined,
             reloads,
             reloads_failed,
             ingest_seconds,

@@ -35,8 +35,20 @@ impl<T> Live<T> {
         self.0.read().expect("live value").clone()
     }
 
-    fn set(&self, value: T) {
+    pub(crate) fn set(&self, value: T) {
         *self.0.write().expect("live value") = Arc::new(value);
+    }
+}
+
+impl<T: Default> Default for Live<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Live<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
     }
 }
 
@@ -172,6 +184,7 @@ pub fn plan(old: &Config, mut new: Config) -> (Config, Report) {
     hold!("admin.hosts", admin.hosts);
     hold!("upstream", upstream);
     hold!("local", local);
+    hold!("contracts", contracts);
     // A listener turns TLS on or off only with a restart; new certificate
     // files are taken at once.
     if keep(
@@ -224,6 +237,7 @@ fn changes(old: &Config, new: &Config) -> Vec<String> {
     differs("routing", old.routing != new.routing);
     differs("route", old.routes != new.routes);
     differs("redact", old.redactions != new.redactions);
+    differs("schema", old.schemas != new.schemas);
     for (name, what) in by_name(&old.sources, &new.sources, |s| s.name.as_str()) {
         out.push(format!("source {name}: {what}"));
     }

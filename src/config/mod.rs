@@ -7,6 +7,7 @@
 //! wrong at once. Nothing here does network I/O; secrets are only read to
 //! check that they resolve.
 
+mod contract;
 mod env;
 mod parse;
 mod secret;
@@ -14,10 +15,12 @@ mod subscription;
 mod units;
 mod validate;
 
+pub use contract::{is_bucket_name, ContractsConfig, OnViolation, SchemaConfig};
 pub use parse::nearest;
 pub use secret::{redact_url, token_eq, Secret, SecretRef, Url};
 pub use subscription::Deliver;
 pub use units::{parse_size, ByteSize, HumanDuration};
+pub use validate::is_name;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -84,6 +87,10 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<SubscriptionConfig>,
+    #[serde(default)]
+    pub contracts: ContractsConfig,
+    #[serde(default, rename = "schema")]
+    pub schemas: Vec<SchemaConfig>,
     /// The file it was read from (`Config::load`), which a reload reads again.
     #[serde(skip)]
     pub path: Option<PathBuf>,

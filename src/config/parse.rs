@@ -6,9 +6,10 @@
 //! mean `verify`?"), and so are unknown variants.
 
 use super::{
-    AdminConfig, BreakerConfig, Config, IngressConfig, LocalConfig, NodeConfig, Problem,
-    RateLimitConfig, RedactConfig, RetryConfig, RouteConfig, RoutingConfig, SourceConfig,
-    StreamTarget, SubscriptionConfig, TlsConfig, UpstreamConfig, UpstreamTls, WebhookTarget,
+    AdminConfig, BreakerConfig, Config, ContractsConfig, IngressConfig, LocalConfig, NodeConfig,
+    Problem, RateLimitConfig, RedactConfig, RetryConfig, RouteConfig, RoutingConfig, SchemaConfig,
+    SourceConfig, StreamTarget, SubscriptionConfig, TlsConfig, UpstreamConfig, UpstreamTls,
+    WebhookTarget,
 };
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
@@ -25,6 +26,8 @@ const SECTIONS: &[&str] = &[
     "redact",
     "admin",
     "subscription",
+    "contracts",
+    "schema",
 ];
 
 /// Reads the whole table; every problem found is in the list, and the
@@ -53,6 +56,7 @@ pub fn parse(mut table: toml::Table) -> (Config, Vec<Problem>) {
         section("redact"),
         section("subscription"),
     );
+    let (contracts, schemas) = (section("contracts"), section("schema"));
     let p = &mut problems;
     let config = Config {
         node: one(node, "node", p).unwrap_or_default(),
@@ -65,6 +69,8 @@ pub fn parse(mut table: toml::Table) -> (Config, Vec<Problem>) {
         redactions: each(redactions, "redact", p),
         admin: one(admin, "admin", p).unwrap_or_default(),
         subscriptions: each(subscriptions, "subscription", p),
+        contracts: one(contracts, "contracts", p).unwrap_or_default(),
+        schemas: each(schemas, "schema", p),
         path: None,
     };
     (config, problems)
@@ -295,6 +301,8 @@ fn fields(section: &str, parent: &[String]) -> &'static [&'static str] {
         ("subscription", ["breaker"]) => fields_of::<BreakerConfig>(),
         ("subscription", ["to_webhook"]) => fields_of::<WebhookTarget>(),
         ("subscription", ["to_stream"]) => fields_of::<StreamTarget>(),
+        ("contracts", []) => fields_of::<ContractsConfig>(),
+        ("schema", []) => fields_of::<SchemaConfig>(),
         _ => &[],
     }
 }

@@ -62,6 +62,7 @@ impl Config {
         if let Err(problems) = crate::pipeline::Rules::compile(self) {
             p.0.extend(problems);
         }
+        super::contract::validate(self, &names, &mut p.0);
         p.0
     }
 

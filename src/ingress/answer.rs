@@ -16,6 +16,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Rejection::ClientNotAllowed { .. } => StatusCode::FORBIDDEN,
         Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Rejection::SchemaViolation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Rejection::QuotaFull | Rejection::DiskFull | Rejection::Unavailable(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -34,10 +35,18 @@ pub fn answer_body(a: &Answer) -> (StatusCode, Value) {
             StatusCode::ACCEPTED,
             json!({"id": id, "status": "filtered"}),
         ),
-        Answer::Rejected(r) => (
-            rejection_status(r),
-            json!({"error": {"code": r.code(), "message": r.to_string()}}),
+        Answer::Quarantined { id } => (
+            StatusCode::ACCEPTED,
+            json!({"id": id, "status": "quarantined"}),
         ),
+        Answer::Rejected(r) => {
+            let mut error = json!({"code": r.code(), "message": r.to_string()});
+            if let Rejection::SchemaViolation { schema, violations } = r {
+                error["schema"] = json!(schema);
+                error["violations"] = json!(violations);
+            }
+            (rejection_status(r), json!({ "error": error }))
+        }
     }
 }
 

@@ -9,7 +9,8 @@ pub mod limit;
 pub mod local;
 pub mod tap;
 
-use crate::config::Config;
+use crate::config::{Config, OnViolation};
+use crate::contract::{Contracts, Verdict, Violation};
 use crate::metrics::Metrics;
 use crate::pipeline::redact::COUNTED;
 use crate::pipeline::{Decision, Invalid, Normalised, Rules, SourceShape};
@@ -45,6 +46,10 @@ pub enum Answer {
     Duplicate {
         id: String,
     },
+    /// Stored, but broke its schema: it goes to the quarantine subject.
+    Quarantined {
+        id: String,
+    },
     Rejected(Rejection),
 }
 
@@ -69,6 +74,12 @@ pub enum Rejection {
     Unavailable(String),
     #[error("this client certificate ({shown}) may not post to source {name:?}")]
     ClientNotAllowed { name: String, shown: String },
+    #[error("the event's data does not meet its schema ({schema}): {}", describe(.violations))]
+    SchemaViolation {
+        /// The schema's `dataschema`.
+        schema: String,
+        violations: Vec<Violation>,
+    },
     #[error("over the rate limit of {scope}; retry in {retry_after}s")]
     RateLimited {
         /// `source "shop"` or `the ingress listener`.
@@ -90,6 +101,7 @@ impl Rejection {
             Self::Unavailable(_) => "unavailable",
             Self::ClientNotAllowed { .. } => "client_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::SchemaViolation { .. } => "schema_violation",
         }
     }
 
@@ -99,6 +111,23 @@ impl Rejection {
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
+    }
+}
+
+/// The first violation and how many more: the error's message (the
+/// body's `violations` lists them all).
+fn describe(violations: &[Violation]) -> String {
+    let first = violations.first().map_or_else(String::new, |v| {
+        let at = if v.pointer.is_empty() {
+            "data"
+        } else {
+            &v.pointer
+        };
+        format!("{at}: {}", v.message)
+    });
+    match violations.len() {
+        0 | 1 => first,
+        n => format!("{first} (and {} more)", n - 1),
     }
 }
 
@@ -137,6 +166,10 @@ pub struct Ingest {
     http_limit: Option<limit::RateLimit>,
     /// Stored events for live watchers (`jetedge tap`); kept across reloads.
     pub tap: Arc<tap::Tap>,
+    /// The schemas events must meet (the registry's part kept across reloads).
+    pub contracts: Contracts,
+    /// `[upstream] subject_prefix`, for quarantine subjects.
+    prefix: String,
 }
 
 impl Ingest {
@@ -165,10 +198,8 @@ impl Ingest {
                 },
             );
         }
-        let rules = Rules::compile(cfg).map_err(|p| {
-            let list: Vec<String> = p.iter().map(ToString::to_string).collect();
-            list.join("; ")
-        })?;
+        let rules = Rules::compile(cfg).map_err(|p| joined(&p))?;
+        let contracts = Contracts::compile(cfg, Arc::default()).map_err(|p| joined(&p))?;
         // NATS's default max_payload until upstream says otherwise.
         let max_event = store.known_max_event().unwrap_or(1 << 20);
         Ok(Self {
@@ -186,6 +217,8 @@ impl Ingest {
                 .collect(),
             http_limit: cfg.ingress.rate_limit.as_ref().map(limit::RateLimit::new),
             tap: Arc::default(),
+            contracts,
+            prefix: cfg.upstream.subject_prefix.clone(),
         })
     }
 
@@ -196,6 +229,7 @@ impl Ingest {
         let mut next = Self::new(cfg, self.store.clone(), self.metrics.clone())?;
         next.max_event = self.max_event.clone();
         next.tap = self.tap.clone();
+        next.contracts.registry = self.contracts.registry.clone();
         Ok(next)
     }
 
@@ -270,9 +304,22 @@ impl Ingest {
         // Copies for the tap, only while someone watches.
         let mut tapped = self.tap.is_watched().then(Vec::new);
         for mut ev in events {
-            // Filter and redact before anything is written.
+            // The contract first (it sees the data as sent), then filter
+            // and redact, before anything is written. A quarantined event
+            // skips the routes (its subject is the quarantine's) but is
+            // redacted like any other.
+            let mut quarantined = false;
             if let Ok(n) = &mut ev {
-                if let Decision::Drop(_) = self.rules.apply(source, n, &mut redacted) {
+                match self.enforce(source, n) {
+                    Err(r) => {
+                        answers.push(Some(Answer::Rejected(r)));
+                        continue;
+                    }
+                    Ok(q) => quarantined = q,
+                }
+                if quarantined {
+                    self.rules.redact(source, n, &mut redacted);
+                } else if let Decision::Drop(_) = self.rules.apply(source, n, &mut redacted) {
                     let id = n.envelope.id.clone();
                     answers.push(Some(Answer::Filtered { id }));
                     continue;
@@ -287,7 +334,7 @@ impl Ingest {
                     if let Some(t) = tapped.as_mut() {
                         t.push(tap_copy(source, &new));
                     }
-                    ids.push(new.id.clone());
+                    ids.push((new.id.clone(), quarantined));
                     batch.push(new);
                     answers.push(None);
                 }
@@ -318,8 +365,10 @@ impl Ingest {
             .into_iter()
             .map(|a| {
                 a.unwrap_or_else(|| {
-                    let (outcome, id) = fresh.next().expect("one outcome per persisted event");
+                    let (outcome, (id, quarantined)) =
+                        fresh.next().expect("one outcome per persisted event");
                     match outcome {
+                        Outcome::Accepted if quarantined => Answer::Quarantined { id },
                         Outcome::Accepted => Answer::Accepted { id },
                         Outcome::Duplicate { id } => Answer::Duplicate { id },
                         Outcome::QuotaFull => Answer::Rejected(Rejection::QuotaFull),
@@ -331,9 +380,43 @@ impl Ingest {
             .collect()
     }
 
+    /// Checks `n` against the schema of its source and type, if one
+    /// applies, and stamps it as `dataschema`. A violation is refused, or
+    /// under `quarantine` sent to `{prefix}.quarantine.{source}.{type}` with
+    /// the violations as the `schemaviolations` extension (`Ok(true)`).
+    fn enforce(&self, source: &str, n: &mut Normalised) -> Result<bool, Rejection> {
+        let e = &mut n.envelope;
+        let (schema, violations) = match self.contracts.check(source, &e.type_, e.data.as_ref()) {
+            Verdict::Unchecked => return Ok(false),
+            Verdict::Valid(s) => (s, Vec::new()),
+            Verdict::Invalid(s, v) => (s, v),
+        };
+        let stamp = serde_json::Value::String(schema.dataschema.clone());
+        e.extensions.insert("dataschema".into(), stamp);
+        if violations.is_empty() {
+            return Ok(false);
+        }
+        match schema.on_violation {
+            OnViolation::Reject => Err(Rejection::SchemaViolation {
+                schema: schema.dataschema.clone(),
+                violations,
+            }),
+            OnViolation::Quarantine => {
+                n.subject = format!("{}.quarantine.{source}.{}", self.prefix, e.type_);
+                let list = serde_json::to_value(&violations).unwrap_or_default();
+                e.extensions.insert("schemaviolations".into(), list);
+                Ok(true)
+            }
+        }
+    }
+
     fn count(&self, source: &str, a: &Answer) {
         match a {
             Answer::Accepted { .. } => Metrics::add(&self.metrics.events_accepted, 1),
+            Answer::Quarantined { .. } => {
+                Metrics::add(&self.metrics.events_accepted, 1);
+                Metrics::add(&self.metrics.events_quarantined, 1);
+            }
             Answer::Filtered { .. } => Metrics::add(&self.metrics.events_filtered, 1),
             Answer::Duplicate { .. } => Metrics::add(&self.metrics.events_duplicate, 1),
             Answer::Rejected(r) => self.metrics.reject(Some(source), r.code()),
@@ -419,6 +502,11 @@ fn tap_copy(source: &str, new: &NewEvent) -> Option<tap::Tapped> {
         subject: r.subject,
         envelope: r.payload.into(),
     })
+}
+
+fn joined(problems: &[crate::config::Problem]) -> String {
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    list.join("; ")
 }
 
 fn unavailable(e: StoreError) -> Rejection {

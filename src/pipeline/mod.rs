@@ -81,6 +81,16 @@ impl Rules {
         }
         decision
     }
+
+    /// Redacts an event that no route decides about (a quarantined one).
+    pub fn redact(
+        &self,
+        source: &str,
+        n: &mut Normalised,
+        counts: &mut [u64; redact::COUNTED.len()],
+    ) {
+        self.redactor.apply(source, &mut n.envelope, counts);
+    }
 }
 
 use crate::config::{Scheme, SourceConfig};

@@ -13,7 +13,7 @@
 use super::detect::{Detector, Shape};
 use super::filter::Pointer;
 use crate::config::{Problem, RedactAction, RedactConfig};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, TypeMatch};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -44,12 +44,6 @@ struct Rule {
     paths: Vec<Vec<Seg>>,
     detectors: Vec<Detector>,
     action: Action,
-}
-
-#[derive(Debug, Clone)]
-enum TypeMatch {
-    Exact(String),
-    Prefix(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,11 +179,7 @@ fn scan(rules: &[&Rule], v: &mut Value, at: &mut String, hits: &mut Vec<(&'stati
 impl Rule {
     fn applies(&self, source: &str, type_: &str) -> bool {
         self.sources.as_ref().is_none_or(|s| s.contains(source))
-            && (self.types.is_empty()
-                || self.types.iter().any(|t| match t {
-                    TypeMatch::Exact(x) => x == type_,
-                    TypeMatch::Prefix(p) => type_.starts_with(p.as_str()),
-                }))
+            && (self.types.is_empty() || self.types.iter().any(|t| t.matches(type_)))
     }
 
     /// Walks `segs` down from `v`; at the end, redacts whole (no detectors)
@@ -527,14 +517,7 @@ fn compile_rule(
             }
         },
     };
-    let types = c
-        .types
-        .iter()
-        .map(|t| match t.strip_suffix('*') {
-            Some(p) => TypeMatch::Prefix(p.to_string()),
-            None => TypeMatch::Exact(t.clone()),
-        })
-        .collect();
+    let types = c.types.iter().map(|t| TypeMatch::parse(t)).collect();
     let sources = (!c.sources.is_empty()).then(|| c.sources.iter().cloned().collect());
     let ok = found.is_empty();
     problems.extend(found);

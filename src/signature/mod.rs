@@ -111,6 +111,32 @@ impl Verifier {
     }
 }
 
+/// The header a scheme's signature travels in and how it is made, for
+/// documents that describe a source (AsyncAPI); `None` for no signature.
+/// `header` is `hmac-sha256`'s configured one.
+pub fn describe(scheme: Scheme, header: Option<&str>) -> Option<(String, String)> {
+    let (name, how) = match scheme {
+        Scheme::StandardWebhooks => (
+            "webhook-signature",
+            "Standard Webhooks: v1,base64(HMAC-SHA256(secret, id.timestamp.body)) with webhook-id and webhook-timestamp.",
+        ),
+        Scheme::Github => ("X-Hub-Signature-256", "GitHub: sha256=hex(HMAC-SHA256(secret, body))."),
+        Scheme::Stripe => (
+            "Stripe-Signature",
+            "Stripe: t=timestamp,v1=hex(HMAC-SHA256(secret, timestamp.body)).",
+        ),
+        Scheme::Shopify => ("X-Shopify-Hmac-Sha256", "Shopify: base64(HMAC-SHA256(secret, body))."),
+        Scheme::Slack => (
+            "X-Slack-Signature",
+            "Slack: v0=hex(HMAC-SHA256(secret, v0:timestamp:body)) with X-Slack-Request-Timestamp.",
+        ),
+        Scheme::HmacSha256 => (header?, "HMAC-SHA256 of the body under a shared secret."),
+        Scheme::Bearer => ("Authorization", "Bearer token."),
+        Scheme::None => return None,
+    };
+    Some((name.to_string(), how.to_string()))
+}
+
 /// HMAC-SHA256 over the concatenation of `parts`.
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");

@@ -34,6 +34,7 @@ mod outbox;
 mod parked;
 mod read;
 mod record;
+mod schemas;
 mod seal;
 mod space;
 mod sync;
@@ -43,6 +44,7 @@ pub use dlq::{Letter, LetterMeta};
 pub use outbox::Pos;
 pub use parked::{ParkReason, Parked, ParkedMeta};
 pub use record::{decode_batch, encode_fields, Record};
+pub use schemas::CachedSchema;
 pub use seal::{decode_key, key_id, KeyId, Keys as SealKeys, SealError};
 
 use crate::config::NodeConfig;

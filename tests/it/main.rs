@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod cellular;
 mod cli;
+mod contracts;
 mod crash;
 mod dedupe;
 mod dup_window;
