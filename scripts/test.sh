@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs nats-server if missing
 # (scripts/install-nats.sh) and Debian's Chromium with its WebDriver
-# (scripts/install-chromium.sh, for the status page's test), checks
+# (scripts/install-chromium.sh, for the status page's test) and the official
+# AsyncAPI schemas from npm (scripts/install-asyncapi-spec.sh), checks
 # formatting and lints, then runs every unit and integration test against
 # real nats-server processes; then every fuzz target briefly (about a
 # minute in all: scripts/fuzz.sh, its seeds and kept regressions first).
@@ -21,6 +22,10 @@ CHROMIUM_BIN=$(sed -n 1p <<<"$browser")
 CHROMEDRIVER_BIN=$(sed -n 2p <<<"$browser")
 export CHROMIUM_BIN CHROMEDRIVER_BIN
 echo "chromium: $CHROMIUM_BIN ($("$CHROMIUM_BIN" --version 2>/dev/null))"
+
+# The official AsyncAPI 3.0 schema, for the generated documents' test.
+ASYNCAPI_SCHEMA=$("$root/scripts/install-asyncapi-spec.sh")
+export ASYNCAPI_SCHEMA
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -293,3 +293,140 @@ async fn the_registry_bucket_is_followed_live_offline_and_across_restarts() {
     assert_eq!(keys, ["shop.order.created.1"]);
     node.shutdown().await;
 }
+
+/// The official AsyncAPI 3.0.0 schema (`@asyncapi/specs` from npm, fetched
+/// by `scripts/install-asyncapi-spec.sh`, which `scripts/test.sh` runs).
+fn asyncapi_validator() -> jsonschema::Validator {
+    let path = std::env::var("ASYNCAPI_SCHEMA").unwrap_or_else(|_| {
+        let out = std::process::Command::new("scripts/install-asyncapi-spec.sh")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("scripts/install-asyncapi-spec.sh runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    });
+    let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        schema["$id"],
+        "http://asyncapi.com/definitions/3.0.0/asyncapi.json"
+    );
+    jsonschema::validator_for(&schema).expect("the AsyncAPI schema compiles")
+}
+
+fn assert_valid_asyncapi(v: &jsonschema::Validator, doc: &Value) {
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not valid AsyncAPI 3.0:\n{}\n{doc:#}",
+        errors.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_asyncapi_documents_are_valid_and_name_every_channel() {
+    let validator = asyncapi_validator();
+    let nats = NatsServer::start();
+    let site = NatsServer::start();
+    let js = jetstream(&[nats.url()]).await;
+    let bucket = kv(&js).await;
+    let scan =
+        json!({"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}});
+    bucket
+        .put("kiosk.scan.done.4", scan.to_string().into())
+        .await
+        .unwrap();
+    let dir = TempDir::new("contracts-asyncapi");
+    let order_file = dir.path().join("order.json");
+    std::fs::write(&order_file, order_schema(1).to_string()).unwrap();
+    std::env::set_var("JETEDGE_TEST_HOOK_SECRET", support::SECRET);
+    let text = format!(
+        "{}\n[local]\nservers = [{:?}]\n\n[contracts]\nregistry = \"kv:SCHEMAS\"\n\n\
+         [[source]]\nname = \"kiosk\"\nverify = \"none\"\n\n\
+         [[source]]\nname = \"gh\"\nverify = \"github\"\nsecrets = [\"env:JETEDGE_TEST_HOOK_SECRET\"]\n\n\
+         [[schema]]\nsource = \"shop\"\ntypes = [\"order.*\"]\nfile = {:?}\non_violation = \"quarantine\"\n\n\
+         [[subscription]]\nname = \"orders\"\nsubjects = [\"events.shop.>\"]\nto_subject = \"site.orders\"\n\
+         to_webhook = {{ url = \"http://127.0.0.1:9/hook\", secret = \"env:JETEDGE_TEST_HOOK_SECRET\" }}\n",
+        node_config(dir.path(), &[nats.url()]),
+        site.url(),
+        order_file.display(),
+    );
+    let config = dir.path().join("jetedge.toml");
+    std::fs::write(&config, &text).unwrap();
+
+    // From the file, as `jetedge asyncapi` prints it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["asyncapi", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid_asyncapi(&validator, &doc);
+    // The schema reaches deep: an operation's action (2.x's "publish") and
+    // a server without its protocol are refused.
+    let mut broken = doc.clone();
+    broken["operations"]["receive.ingest"]["action"] = json!("publish");
+    assert!(!validator.is_valid(&broken));
+    let mut broken = doc.clone();
+    broken["servers"]["ingress"]
+        .as_object_mut()
+        .unwrap()
+        .remove("protocol");
+    assert!(!validator.is_valid(&broken));
+    let channels = doc["channels"].as_object().unwrap();
+    let address = |id: &str| channels[id]["address"].as_str().unwrap().to_string();
+    assert_eq!(address("webhook.shop"), "/v1/webhooks/shop");
+    assert_eq!(
+        address("upstream.shop.order.*".replace('*', "_").as_str()),
+        "events.shop.order.{rest}"
+    );
+    assert_eq!(address("quarantine.shop"), "events.quarantine.shop.{type}");
+    assert_eq!(address("ingest"), "ingest.{source}");
+    assert_eq!(address("subscription.orders.subject"), "site.orders");
+    assert_eq!(
+        address("subscription.orders.webhook"),
+        "http://127.0.0.1:9/hook"
+    );
+    let gh = &doc["components"]["securitySchemes"]["gh"];
+    assert_eq!(gh["name"], "X-Hub-Signature-256", "{gh}");
+    let order_payload = &channels["upstream.shop.order._"]["messages"]["event"]["payload"];
+    assert_eq!(
+        order_payload["schema"]["properties"]["data"]["title"],
+        "order v1"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("registry"));
+
+    // From the running node, with the registry's schemas.
+    let node = Node::start(parse_config(&text)).await.unwrap();
+    let admin = node.admin_addr.unwrap();
+    let found = eventually(Duration::from_secs(10), async || {
+        let (_, v) = support::http::call(admin, "GET", "/asyncapi.json", &[]).await;
+        v["channels"].get("upstream.kiosk.scan.done").is_some()
+    })
+    .await;
+    assert!(
+        found,
+        "the registry's schema never showed in /asyncapi.json"
+    );
+    let (status, doc) = support::http::call(admin, "GET", "/asyncapi.json", &[]).await;
+    assert_eq!(status, 200);
+    assert_valid_asyncapi(&validator, &doc);
+    let scan_channel = &doc["channels"]["upstream.kiosk.scan.done"];
+    assert_eq!(scan_channel["address"], "events.kiosk.scan.done");
+    assert_eq!(
+        scan_channel["messages"]["event"]["payload"]["schema"]["properties"]["data"]["required"],
+        json!(["sku"])
+    );
+    node.shutdown().await;
+}
