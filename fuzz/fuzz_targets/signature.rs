@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "common.rs"]
 mod common;
 
-const SCHEMES: [Scheme; 7] = Scheme::VERIFYING;
+const SCHEMES: [Scheme; 14] = Scheme::VERIFYING;
 const NOW: i64 = 1_700_000_000;
 
 fn verifier(scheme: Scheme, variant: u8) -> Verifier {
@@ -20,8 +20,11 @@ fn verifier(scheme: Scheme, variant: u8) -> Verifier {
         source.prefix = (variant & 1 == 1).then(|| "sha256=".into());
         source.encoding = Some(if variant & 2 == 2 { Encoding::Base64 } else { Encoding::Hex });
     }
+    if scheme.signs_url() {
+        source.url = Some("https://example.com/hooks/fuzz?site=1".into());
+    }
     let secret = match scheme {
-        Scheme::StandardWebhooks => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        Scheme::StandardWebhooks | Scheme::Svix => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         _ => "fuzz-secret",
     };
     Verifier::new(&source, &[Secret::new(secret)]).expect("a valid secret")
@@ -52,6 +55,8 @@ fuzz_target!(|data: &[u8]| {
     }
     match v.verify(&signed, body, NOW) {
         Ok(()) => {}
+        // Linear's timestamp is inside the body, which an arbitrary body lacks.
+        Err(VerifyError::Malformed(_) | VerifyError::Stale { .. }) if scheme == Scheme::Linear => {}
         Err(e @ VerifyError::Mismatch) => panic!("{scheme:?}: own signature refused: {e}"),
         Err(e) => panic!("{scheme:?}: own signature unreadable: {e}"),
     }

@@ -581,12 +581,19 @@ pub enum Scheme {
     Slack,
     HmacSha256,
     Bearer,
+    Gitlab,
+    Twilio,
+    Paddle,
+    Linear,
+    Zoom,
+    Square,
+    Svix,
     None,
 }
 
 impl Scheme {
     /// Every scheme that authenticates a request (all but `none`).
-    pub const VERIFYING: [Scheme; 7] = [
+    pub const VERIFYING: [Scheme; 14] = [
         Scheme::StandardWebhooks,
         Scheme::Github,
         Scheme::Stripe,
@@ -594,26 +601,55 @@ impl Scheme {
         Scheme::Slack,
         Scheme::HmacSha256,
         Scheme::Bearer,
+        Scheme::Gitlab,
+        Scheme::Twilio,
+        Scheme::Paddle,
+        Scheme::Linear,
+        Scheme::Zoom,
+        Scheme::Square,
+        Scheme::Svix,
     ];
 
     pub fn has_timestamp(self) -> bool {
-        matches!(self, Self::StandardWebhooks | Self::Stripe | Self::Slack)
+        matches!(
+            self,
+            Self::StandardWebhooks
+                | Self::Stripe
+                | Self::Slack
+                | Self::Paddle
+                | Self::Linear
+                | Self::Zoom
+                | Self::Svix
+        )
+    }
+
+    /// Schemes whose signature covers the URL the sender called (the
+    /// source's `url`).
+    pub fn signs_url(self) -> bool {
+        matches!(self, Self::Twilio | Self::Square)
     }
 
     /// How long this scheme's senders keep retrying (or redelivering) one
     /// event: a dedupe TTL shorter than this takes a late retry as new.
-    /// Stripe retries for up to 3 days; GitHub lets a delivery be
+    /// Stripe and Paddle retry for up to 3 days; GitHub lets a delivery be
     /// redelivered for 3 days; Shopify retries for 48 hours; Svix-style
     /// Standard Webhooks senders for about 28 hours; Slack for an hour.
     /// Generic schemes get a day.
     pub fn retry_window(self) -> std::time::Duration {
         const H: u64 = 3600;
         std::time::Duration::from_secs(match self {
-            Self::Stripe | Self::Github => 72 * H,
+            Self::Stripe | Self::Github | Self::Paddle => 72 * H,
             Self::Shopify => 48 * H,
-            Self::StandardWebhooks => 28 * H,
+            Self::StandardWebhooks | Self::Svix => 28 * H,
             Self::Slack => H,
-            Self::HmacSha256 | Self::Bearer | Self::None => 24 * H,
+            Self::HmacSha256
+            | Self::Bearer
+            | Self::Gitlab
+            | Self::Twilio
+            | Self::Linear
+            | Self::Zoom
+            | Self::Square
+            | Self::None => 24 * H,
         })
     }
 
@@ -653,6 +689,10 @@ pub struct SourceConfig {
     pub encoding: Option<Encoding>,
     /// `hmac-sha256` only: a prefix before the signature, such as `sha256=`.
     pub prefix: Option<String>,
+    /// `twilio` and `square`: the URL the sender calls, exactly as
+    /// registered with it (their signatures cover it; behind a proxy the
+    /// node cannot know it).
+    pub url: Option<String>,
     /// Where the sender's event id is (the idempotency key).
     pub id: Option<String>,
     /// Where the event type is.
@@ -694,6 +734,7 @@ impl SourceConfig {
             header: None,
             encoding: None,
             prefix: None,
+            url: None,
             id: None,
             type_: None,
             time: None,

@@ -308,6 +308,23 @@ fn validate_source(s: &SourceConfig, at: &str, p: &mut Problems) {
             }
         }
     }
+    match (s.verify.signs_url(), &s.url) {
+        (true, None) => p.add(
+            format!("{at}.url"),
+            format!(
+                "verify = {:?} signs the URL it calls: give it, as registered with the sender",
+                s.verify
+            ),
+        ),
+        (true, Some(u)) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+            p.add(format!("{at}.url"), "must be an http:// or https:// URL")
+        }
+        (false, Some(_)) => p.add(
+            format!("{at}.url"),
+            "only applies to verify = \"twilio\" or \"square\"",
+        ),
+        _ => {}
+    }
     if !s.verify.has_timestamp() && s.tolerance != super::HumanDuration::secs(300) {
         p.add(
             format!("{at}.tolerance"),

@@ -292,12 +292,21 @@ impl Server {
         identities: &[String],
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         let source = ingest.admit(name, Via::Http { identities })?;
-        require_json(req.headers(), false)?;
+        let form = is_form(req.headers());
+        if !form {
+            require_json(req.headers(), false)?;
+        }
         let (parts, body) = req.into_parts();
         let Body { bytes: body, _room } = self.read_body(&parts.headers, body).await?;
         let now = OffsetDateTime::now_utc();
         ingest.verify(source, &parts.headers, &body, now.unix_timestamp())?;
-        let value: Value = parse_json(&body)?;
+        let value: Value = match form {
+            true => form_json(&body),
+            false => parse_json(&body)?,
+        };
+        if let Some(answer) = source.verifier.zoom_challenge(&value) {
+            return Ok(json_response(StatusCode::OK, answer));
+        }
         let event = source
             .shape
             .from_webhook(&parts.headers, value, now)
@@ -413,7 +422,7 @@ fn require_json(headers: &HeaderMap, cloudevents: bool) -> Result<bool, ApiError
         let want = if cloudevents {
             "application/cloudevents+json, application/cloudevents-batch+json or application/json"
         } else {
-            "application/json"
+            "application/json or application/x-www-form-urlencoded"
         };
         let got = if ct.is_empty() {
             "none".to_string()
@@ -425,6 +434,30 @@ fn require_json(headers: &HeaderMap, cloudevents: bool) -> Result<bool, ApiError
         )));
     }
     Ok(batch)
+}
+
+/// Whether a webhook's body is a form (Twilio, Slack's slash commands).
+fn is_form(headers: &HeaderMap) -> bool {
+    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let essence = ct.and_then(|c| c.split(';').next()).unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// A form body as the event's JSON `data`: each field a string, a field
+/// given several times an array of them, in the order sent.
+fn form_json(body: &[u8]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        let v = Value::String(v.into_owned());
+        match map.get_mut(k.as_ref()) {
+            None => {
+                map.insert(k.into_owned(), v);
+            }
+            Some(Value::Array(list)) => list.push(v),
+            Some(first) => *first = Value::Array(vec![first.take(), v]),
+        }
+    }
+    Value::Object(map)
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, Rejection> {

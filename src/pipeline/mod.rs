@@ -366,6 +366,18 @@ fn defaults(scheme: Scheme) -> (Option<&'static str>, &'static str, Option<&'sta
             Some("header:x-shopify-triggered-at"),
         ),
         Scheme::Slack => (Some("/event_id"), "/event/type", Some("/event_time")),
+        Scheme::Svix => (Some("header:svix-id"), "/type", Some("/timestamp")),
+        Scheme::Gitlab => (Some("header:x-gitlab-event-uuid"), "/object_kind", None),
+        // Twilio's form posts carry no event type: name one (`/SmsStatus`, a const).
+        Scheme::Twilio => (
+            Some("header:i-twilio-idempotency-token"),
+            "const:twilio.webhook",
+            None,
+        ),
+        Scheme::Paddle => (Some("/event_id"), "/event_type", Some("/occurred_at")),
+        Scheme::Linear => (Some("header:linear-delivery"), "/type", Some("/createdAt")),
+        Scheme::Zoom => (Some("header:x-zm-trackingid"), "/event", None),
+        Scheme::Square => (Some("/event_id"), "/type", Some("/created_at")),
         Scheme::HmacSha256 | Scheme::Bearer | Scheme::None => {
             (Some("header:idempotency-key"), "/type", None)
         }

@@ -10,12 +10,18 @@
 
 mod bearer;
 mod github;
+mod gitlab;
 mod hmac_header;
+mod linear;
+mod paddle;
 mod shopify;
 mod sign;
 mod slack;
+mod square;
 mod standard;
 mod stripe;
+mod twilio;
+mod zoom;
 
 pub use standard::{decode_secret as decode_standard_secret, signature as standard_signature};
 
@@ -44,6 +50,10 @@ pub enum VerifyError {
 pub struct Verifier {
     scheme: Scheme,
     keys: Vec<Vec<u8>>,
+    /// Standard Webhooks and Svix: `whpk_` ed25519 public keys (`v1a`).
+    public_keys: Vec<Vec<u8>>,
+    /// Twilio and Square: the URL they sign.
+    url: String,
     tolerance: Duration,
     header: String,
     encoding: Encoding,
@@ -56,6 +66,8 @@ impl std::fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("scheme", &self.scheme)
             .field("keys", &format_args!("[{} × ***]", self.keys.len()))
+            .field("public_keys", &self.public_keys.len())
+            .field("url", &self.url)
             .field("tolerance", &self.tolerance)
             .field("header", &self.header)
             .field("encoding", &self.encoding)
@@ -71,16 +83,26 @@ impl Verifier {
 
     /// Builds a verifier from a source's config and its resolved secrets.
     pub fn new(source: &SourceConfig, secrets: &[Secret]) -> Result<Self, String> {
-        let keys = secrets
+        let standard = matches!(source.verify, Scheme::StandardWebhooks | Scheme::Svix);
+        let (public, shared): (Vec<&Secret>, Vec<&Secret>) = secrets
             .iter()
-            .map(|s| match source.verify {
-                Scheme::StandardWebhooks => standard::decode_secret(s.expose()),
-                _ => Ok(s.expose().as_bytes().to_vec()),
+            .partition(|s| standard && s.expose().starts_with("whpk_"));
+        let keys = shared
+            .iter()
+            .map(|s| match standard {
+                true => standard::decode_secret(s.expose()),
+                false => Ok(s.expose().as_bytes().to_vec()),
             })
+            .collect::<Result<_, _>>()?;
+        let public_keys = public
+            .iter()
+            .map(|s| standard::decode_public_key(s.expose()))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             scheme: source.verify,
             keys,
+            public_keys,
+            url: source.url.clone().unwrap_or_default(),
             tolerance: source.tolerance.0,
             header: source.header.clone().unwrap_or_default(),
             encoding: source.encoding.unwrap_or_default(),
@@ -92,7 +114,17 @@ impl Verifier {
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), VerifyError> {
         let tol = self.tolerance;
         match self.scheme {
-            Scheme::StandardWebhooks => standard::verify(&self.keys, headers, body, now, tol),
+            Scheme::StandardWebhooks | Scheme::Svix => {
+                let keys = standard::Keys {
+                    secrets: &self.keys,
+                    public: &self.public_keys,
+                };
+                let prefix = match self.scheme {
+                    Scheme::Svix => "svix",
+                    _ => "webhook",
+                };
+                standard::verify(keys, prefix, headers, body, now, tol)
+            }
             Scheme::Github => github::verify(&self.keys, headers, body),
             Scheme::Stripe => stripe::verify(&self.keys, headers, body, now, tol),
             Scheme::Shopify => shopify::verify(&self.keys, headers, body),
@@ -106,8 +138,23 @@ impl Verifier {
                 self.encoding,
             ),
             Scheme::Bearer => bearer::verify(&self.keys, headers),
+            Scheme::Gitlab => gitlab::verify(&self.keys, headers),
+            Scheme::Twilio => twilio::verify(&self.keys, &self.url, headers, body),
+            Scheme::Paddle => paddle::verify(&self.keys, headers, body, now, tol),
+            Scheme::Linear => linear::verify(&self.keys, headers, body, now, tol),
+            Scheme::Zoom => zoom::verify(&self.keys, headers, body, now, tol),
+            Scheme::Square => square::verify(&self.keys, &self.url, headers, body),
             Scheme::None => Ok(()),
         }
+    }
+
+    /// Zoom's URL validation (`endpoint.url_validation`, signed like any
+    /// event): the answer Zoom expects, for a Zoom source's verified body.
+    pub fn zoom_challenge(&self, body: &serde_json::Value) -> Option<serde_json::Value> {
+        let is_validation = body.get("event")? == "endpoint.url_validation";
+        let plain = body.pointer("/payload/plainToken")?.as_str()?;
+        let key = self.keys.first()?;
+        (self.scheme == Scheme::Zoom && is_validation).then(|| zoom::challenge(key, plain))
     }
 }
 
@@ -118,7 +165,7 @@ pub fn describe(scheme: Scheme, header: Option<&str>) -> Option<(String, String)
     let (name, how) = match scheme {
         Scheme::StandardWebhooks => (
             "webhook-signature",
-            "Standard Webhooks: v1,base64(HMAC-SHA256(secret, id.timestamp.body)) with webhook-id and webhook-timestamp.",
+            "Standard Webhooks: v1,base64(HMAC-SHA256(secret, id.timestamp.body)) or v1a (ed25519) with webhook-id and webhook-timestamp.",
         ),
         Scheme::Github => ("X-Hub-Signature-256", "GitHub: sha256=hex(HMAC-SHA256(secret, body))."),
         Scheme::Stripe => (
@@ -131,6 +178,19 @@ pub fn describe(scheme: Scheme, header: Option<&str>) -> Option<(String, String)
             "Slack: v0=hex(HMAC-SHA256(secret, v0:timestamp:body)) with X-Slack-Request-Timestamp.",
         ),
         Scheme::HmacSha256 => (header?, "HMAC-SHA256 of the body under a shared secret."),
+        Scheme::Svix => ("svix-signature", "Svix (Standard Webhooks under svix-* headers): v1 HMAC-SHA256 or v1a ed25519."),
+        Scheme::Gitlab => ("X-Gitlab-Token", "GitLab: the webhook's secret token itself."),
+        Scheme::Twilio => (
+            "X-Twilio-Signature",
+            "Twilio: base64(HMAC-SHA1(auth token, URL + sorted form parameters)).",
+        ),
+        Scheme::Paddle => ("Paddle-Signature", "Paddle: ts=timestamp;h1=hex(HMAC-SHA256(secret, ts:body))."),
+        Scheme::Linear => ("Linear-Signature", "Linear: hex(HMAC-SHA256(secret, body)), webhookTimestamp in the body."),
+        Scheme::Zoom => ("x-zm-signature", "Zoom: v0=hex(HMAC-SHA256(secret, v0:timestamp:body)) with x-zm-request-timestamp."),
+        Scheme::Square => (
+            "x-square-hmacsha256-signature",
+            "Square: base64(HMAC-SHA256(signature key, notification URL + body)).",
+        ),
         Scheme::Bearer => ("Authorization", "Bearer token."),
         Scheme::None => return None,
     };

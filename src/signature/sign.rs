@@ -15,14 +15,21 @@ impl Verifier {
         let ts = now.to_string();
         let one = |name: &str, value: String| vec![(name.to_string(), value)];
         match self.scheme {
-            Scheme::StandardWebhooks => vec![
-                ("webhook-id".into(), msg_id.into()),
-                (
-                    "webhook-signature".into(),
-                    super::standard::signature(key, msg_id, &ts, body),
-                ),
-                ("webhook-timestamp".into(), ts),
-            ],
+            Scheme::StandardWebhooks | Scheme::Svix => {
+                let prefix = if self.scheme == Scheme::Svix {
+                    "svix"
+                } else {
+                    "webhook"
+                };
+                vec![
+                    (format!("{prefix}-id"), msg_id.into()),
+                    (
+                        format!("{prefix}-signature"),
+                        super::standard::signature(key, msg_id, &ts, body),
+                    ),
+                    (format!("{prefix}-timestamp"), ts),
+                ]
+            }
             Scheme::Github => one(
                 "x-hub-signature-256",
                 format!("sha256={}", hex::encode(hmac_sha256(key, &[body]))),
@@ -57,6 +64,35 @@ impl Verifier {
                 "authorization",
                 format!("Bearer {}", String::from_utf8_lossy(key)),
             ),
+            Scheme::Gitlab => one("x-gitlab-token", String::from_utf8_lossy(key).into_owned()),
+            Scheme::Twilio => {
+                let text = super::twilio::signed_text(&self.url, body);
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+                one(
+                    "x-twilio-signature",
+                    b64(ring::hmac::sign(&key, &text).as_ref()),
+                )
+            }
+            Scheme::Paddle => {
+                let sig = hmac_sha256(key, &[ts.as_bytes(), b":", body]);
+                one(
+                    "paddle-signature",
+                    format!("ts={ts};h1={}", hex::encode(sig)),
+                )
+            }
+            // The body must carry its own `webhookTimestamp`, as Linear's do.
+            Scheme::Linear => one("linear-signature", hex::encode(hmac_sha256(key, &[body]))),
+            Scheme::Zoom => {
+                let sig = hmac_sha256(key, &[b"v0:", ts.as_bytes(), b":", body]);
+                vec![
+                    ("x-zm-request-timestamp".into(), ts),
+                    ("x-zm-signature".into(), format!("v0={}", hex::encode(sig))),
+                ]
+            }
+            Scheme::Square => one(
+                "x-square-hmacsha256-signature",
+                b64(&hmac_sha256(key, &[self.url.as_bytes(), body])),
+            ),
             Scheme::None => Vec::new(),
         }
     }
@@ -74,6 +110,7 @@ mod tests {
             let cfg = SourceConfig {
                 header: Some("x-sig".into()),
                 prefix: Some("sha256=".into()),
+                url: Some("https://example.com/hook?x=1".into()),
                 ..SourceConfig::new("s", scheme)
             };
             let v = Verifier::new(
@@ -81,19 +118,18 @@ mod tests {
                 &[Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
             )
             .unwrap();
-            let pairs = v.sign(b"{\"a\":1}", 1000, "m1");
+            let body = br#"{"a":1,"webhookTimestamp":1000000}"#;
+            let pairs = v.sign(body, 1000, "m1");
             let refs: Vec<(&str, &str)> = pairs
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            assert_eq!(
-                v.verify(&headers(&refs), b"{\"a\":1}", 1000),
-                Ok(()),
-                "{scheme:?}"
-            );
-            // A bearer token does not cover the body; every other scheme does.
-            let tampered = v.verify(&headers(&refs), b"{\"a\":2}", 1000);
-            assert_eq!(tampered.is_err(), scheme != Scheme::Bearer, "{scheme:?}");
+            assert_eq!(v.verify(&headers(&refs), body, 1000), Ok(()), "{scheme:?}");
+            // A token (bearer, GitLab's) does not cover the body; every signature does.
+            let tampered = br#"{"a":2,"webhookTimestamp":1000000}"#;
+            let tampered = v.verify(&headers(&refs), tampered, 1000);
+            let token = matches!(scheme, Scheme::Bearer | Scheme::Gitlab);
+            assert_eq!(tampered.is_err(), !token, "{scheme:?}");
         }
     }
 }

@@ -2,6 +2,10 @@
 //! and `webhook-signature` headers; the signature is base64 HMAC-SHA256 of
 //! `{id}.{timestamp}.{body}` under a `whsec_`-prefixed base64 secret, and the
 //! header may carry several space-separated `v1,<sig>` entries (rotation).
+//! The asymmetric form signs the same text with ed25519: `v1a,<sig>`
+//! entries, checked against `whpk_`-prefixed base64 public keys. Svix
+//! sends the same scheme under `svix-id`, `svix-timestamp` and
+//! `svix-signature`.
 
 use super::{any_matches, check_tolerance, decode_b64, header, parse_timestamp, VerifyError};
 use hyper::HeaderMap;
@@ -26,30 +30,70 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| "a Standard Webhooks secret is \"whsec_\" followed by base64".to_string())
 }
 
+/// A `whpk_` public key: base64 of the 32 bytes of an ed25519 key.
+pub fn decode_public_key(key: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let bad =
+        || "a Standard Webhooks public key is \"whpk_\" followed by base64 of 32 bytes".to_string();
+    let b64 = key.strip_prefix("whpk_").ok_or_else(bad)?;
+    match base64::engine::general_purpose::STANDARD.decode(b64) {
+        Ok(k) if k.len() == 32 => Ok(k),
+        _ => Err(bad()),
+    }
+}
+
+/// A source's keys: shared secrets for `v1`, public keys for `v1a`.
+pub struct Keys<'a> {
+    pub secrets: &'a [Vec<u8>],
+    pub public: &'a [Vec<u8>],
+}
+
+/// `prefix` names the headers: `webhook` (Standard Webhooks) or `svix`.
 pub fn verify(
-    keys: &[Vec<u8>],
+    keys: Keys<'_>,
+    prefix: &str,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let id = header(headers, "webhook-id")?;
-    let ts_text = header(headers, "webhook-timestamp")?;
-    let ts = parse_timestamp(ts_text, "webhook-timestamp")?;
-    let sigs = header(headers, "webhook-signature")?;
-    let candidates: Vec<Vec<u8>> = sigs
-        .split_whitespace()
-        .filter_map(|entry| entry.strip_prefix("v1,"))
-        .map(|sig| decode_b64(sig, "webhook-signature"))
-        .collect::<Result<_, _>>()?;
-    if candidates.is_empty() {
-        return Err(VerifyError::Malformed(
-            "webhook-signature (no v1 entry)".into(),
-        ));
+    let (id_name, ts_name, sig_name) = (
+        format!("{prefix}-id"),
+        format!("{prefix}-timestamp"),
+        format!("{prefix}-signature"),
+    );
+    let id = header(headers, &id_name)?;
+    let ts_text = header(headers, &ts_name)?;
+    let ts = parse_timestamp(ts_text, &ts_name)?;
+    let sigs = header(headers, &sig_name)?;
+    let entries = |version: &str| -> Result<Vec<Vec<u8>>, VerifyError> {
+        sigs.split_whitespace()
+            .filter_map(|entry| entry.strip_prefix(version))
+            .map(|sig| decode_b64(sig, &sig_name))
+            .collect()
+    };
+    let (hmac, ed) = (entries("v1,")?, entries("v1a,")?);
+    if hmac.is_empty() && ed.is_empty() {
+        return Err(VerifyError::Malformed(format!(
+            "{sig_name} (no v1 or v1a entry)"
+        )));
     }
     let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_text.as_bytes(), b".", body];
-    any_matches(keys, &parts, &candidates)?;
+    let signed_by_secret =
+        !keys.secrets.is_empty() && any_matches(keys.secrets, &parts, &hmac).is_ok();
+    if !signed_by_secret && !ed_matches(keys.public, &parts.concat(), &ed) {
+        return Err(VerifyError::Mismatch);
+    }
     check_tolerance(ts, now, tolerance)
+}
+
+/// Whether any `v1a` signature verifies under any public key.
+fn ed_matches(public: &[Vec<u8>], message: &[u8], sigs: &[Vec<u8>]) -> bool {
+    use ring::signature::{UnparsedPublicKey, ED25519};
+    public.iter().any(|k| {
+        let key = UnparsedPublicKey::new(&ED25519, k);
+        sigs.iter().any(|s| key.verify(message, s).is_ok())
+    })
 }
 
 #[cfg(test)]
@@ -58,6 +102,13 @@ mod tests {
     use crate::signature::headers;
 
     const TOL: Duration = Duration::from_secs(300);
+
+    fn hk(secrets: &[Vec<u8>]) -> Keys<'_> {
+        Keys {
+            secrets,
+            public: &[],
+        }
+    }
 
     /// Signs with the Standard Webhooks reference library, not with our code.
     fn signed(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
@@ -77,10 +128,13 @@ mod tests {
             ("webhook-signature", &sig),
         ]);
         let keys = vec![decode_secret(new).unwrap(), decode_secret(old).unwrap()];
-        assert_eq!(verify(&keys, &h, body, 1_700_000_010, TOL), Ok(()));
+        assert_eq!(
+            verify(hk(&keys), "webhook", &h, body, 1_700_000_010, TOL),
+            Ok(())
+        );
         let only_new = vec![decode_secret(new).unwrap()];
         assert_eq!(
-            verify(&only_new, &h, body, 1_700_000_010, TOL),
+            verify(hk(&only_new), "webhook", &h, body, 1_700_000_010, TOL),
             Err(VerifyError::Mismatch)
         );
     }
@@ -97,7 +151,14 @@ mod tests {
             ("webhook-signature", &header_value),
         ]);
         assert_eq!(
-            verify(&[decode_secret(secret).unwrap()], &h, body, 100, TOL),
+            verify(
+                hk(&[decode_secret(secret).unwrap()]),
+                "webhook",
+                &h,
+                body,
+                100,
+                TOL
+            ),
             Ok(())
         );
     }
@@ -113,21 +174,79 @@ mod tests {
             ("webhook-signature", &sig),
         ]);
         assert_eq!(
-            verify(&keys, &h, b"{\"a\":2}", 1000, TOL),
+            verify(hk(&keys), "webhook", &h, b"{\"a\":2}", 1000, TOL),
             Err(VerifyError::Mismatch)
         );
         assert!(matches!(
-            verify(&keys, &h, b"{\"a\":1}", 1000 + 301, TOL),
+            verify(hk(&keys), "webhook", &h, b"{\"a\":1}", 1000 + 301, TOL),
             Err(VerifyError::Stale { .. })
         ));
         assert!(matches!(
-            verify(&keys, &h, b"{\"a\":1}", 1000 - 301, TOL),
+            verify(hk(&keys), "webhook", &h, b"{\"a\":1}", 1000 - 301, TOL),
             Err(VerifyError::Stale { .. })
         ));
         let h2 = headers(&[("webhook-id", "m"), ("webhook-timestamp", "1000")]);
         assert_eq!(
-            verify(&keys, &h2, b"{}", 1000, TOL),
+            verify(hk(&keys), "webhook", &h2, b"{}", 1000, TOL),
             Err(VerifyError::Missing("webhook-signature".into()))
         );
     }
+}
+
+#[cfg(test)]
+mod asymmetric {
+    use super::*;
+    use crate::signature::headers;
+    use base64::Engine;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    /// Signed with ed25519-dalek, an implementation this code does not use.
+    fn v1a(key: &SigningKey, id: &str, ts: &str, body: &[u8]) -> String {
+        let msg = [id.as_bytes(), b".", ts.as_bytes(), b".", body].concat();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        format!("v1a,{}", b64.encode(key.sign(&msg).to_bytes()))
+    }
+
+    fn whpk(key: &SigningKey) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        format!("whpk_{}", b64.encode(key.verifying_key().to_bytes()))
+    }
+
+    #[test]
+    fn v1a_signatures_verify_under_whpk_keys_for_both_header_sets() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[9; 32]);
+        let public = [decode_public_key(&whpk(&key)).unwrap()];
+        let body = br#"{"type":"invoice.paid"}"#;
+        let sig = v1a(&key, "msg_2", "1700000000", body);
+        for prefix in ["webhook", "svix"] {
+            let h = headers(&[
+                (&*format!("{prefix}-id"), "msg_2"),
+                (&*format!("{prefix}-timestamp"), "1700000000"),
+                (&*format!("{prefix}-signature"), &sig),
+            ]);
+            let keys = Keys {
+                secrets: &[],
+                public: &public,
+            };
+            assert_eq!(verify(keys, prefix, &h, body, 1_700_000_001, TOL), Ok(()));
+        }
+        let forged = v1a(&other, "msg_2", "1700000000", body);
+        let h = headers(&[
+            ("webhook-id", "msg_2"),
+            ("webhook-timestamp", "1700000000"),
+            ("webhook-signature", &forged),
+        ]);
+        let keys = Keys {
+            secrets: &[],
+            public: &public,
+        };
+        assert_eq!(
+            verify(keys, "webhook", &h, body, 1_700_000_001, TOL),
+            Err(VerifyError::Mismatch)
+        );
+        assert!(decode_public_key("whpk_AAAA").is_err(), "not 32 bytes");
+    }
+
+    const TOL: Duration = Duration::from_secs(300);
 }

@@ -27,6 +27,7 @@ mod partition;
 mod poison;
 mod redaction;
 mod reload;
+mod senders;
 mod service;
 mod slow_link;
 mod status_page;
