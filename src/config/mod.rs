@@ -186,8 +186,13 @@ pub struct StreamTarget {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct WebhookTarget {
     pub url: Url,
-    /// Standard Webhooks secret (`whsec_` + base64).
+    /// Standard Webhooks key: a shared secret (`whsec_` + base64, signs
+    /// `v1`) or an ed25519 private key (`whsk_` + base64, signs `v1a`).
     pub secret: SecretRef,
+    /// More keys signing each request, during a rotation: the receiver
+    /// accepts a request when any signature verifies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
     #[serde(default = "default_target_timeout")]
     pub timeout: HumanDuration,
     /// https:// only: PEM CA certificate(s) to trust instead of the

@@ -176,11 +176,20 @@ fn validate_subscription(s: &SubscriptionConfig, at: &str, p: &mut Problems) {
                 p.add(format!("{at}.to_webhook"), e.to_string());
             }
         }
-        match w.secret.resolve() {
-            Err(e) => p.add(format!("{at}.to_webhook.secret"), e),
-            Ok(secret) => {
-                if let Err(e) = crate::signature::decode_standard_secret(secret.expose()) {
-                    p.add(format!("{at}.to_webhook.secret"), e);
+        let keys = std::iter::once(("secret".to_string(), &w.secret)).chain(
+            w.secrets
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("secrets[{i}]"), r)),
+        );
+        for (key, r) in keys {
+            let at = format!("{at}.to_webhook.{key}");
+            match r.resolve() {
+                Err(e) => p.add(at, e),
+                Ok(secret) => {
+                    if let Err(e) = crate::signature::SigningKey::decode(secret.expose()) {
+                        p.add(at, e);
+                    }
                 }
             }
         }

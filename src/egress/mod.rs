@@ -329,7 +329,7 @@ pub struct Egress {
 /// (a rotation behind the same reference restarts it on reload).
 struct Running {
     sub: Arc<Subscription>,
-    secret: Option<crate::config::Secret>,
+    secret: Option<Vec<crate::config::Secret>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -530,12 +530,14 @@ impl Egress {
 /// A subscription built from its config, not started yet.
 struct Built {
     sub: Arc<Subscription>,
-    secret: Option<crate::config::Secret>,
+    secret: Option<Vec<crate::config::Secret>>,
 }
 
-/// The resolved secret of a subscription's webhook, if it has one.
-fn webhook_secret(cfg: &SubscriptionConfig) -> Option<crate::config::Secret> {
-    cfg.to_webhook.as_ref()?.secret.resolve().ok()
+/// The resolved keys of a subscription's webhook, if it has one.
+fn webhook_secret(cfg: &SubscriptionConfig) -> Option<Vec<crate::config::Secret>> {
+    let w = cfg.to_webhook.as_ref()?;
+    let refs = std::iter::once(&w.secret).chain(&w.secrets);
+    refs.map(|r| r.resolve().ok()).collect()
 }
 
 /// Which of `built` to start (new or changed), which running ones to stop

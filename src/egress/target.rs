@@ -181,7 +181,8 @@ struct Webhook {
     uri: Uri,
     /// The URL as logs, dead letters and the admin API show it.
     shown: String,
-    key: Vec<u8>,
+    /// Every key signs each request (`v1` HMAC, `v1a` ed25519).
+    keys: Vec<crate::signature::SigningKey>,
     timeout: Duration,
     client: HttpClient,
 }
@@ -191,7 +192,10 @@ const ERROR_SNIPPET: usize = 200;
 
 impl Webhook {
     fn new(cfg: &WebhookTarget, plain: HttpClient) -> Result<Self, String> {
-        let secret = cfg.secret.resolve()?;
+        let keys = std::iter::once(&cfg.secret)
+            .chain(&cfg.secrets)
+            .map(|r| crate::signature::SigningKey::decode(r.resolve()?.expose()))
+            .collect::<Result<_, _>>()?;
         let client = match cfg.url.starts_with("https://") {
             true => crate::tls::http_client(
                 crate::tls::webhook(cfg).map_err(|e| format!("to_webhook: {e}"))?,
@@ -204,7 +208,7 @@ impl Webhook {
                 .url
                 .parse()
                 .map_err(|e| format!("to_webhook.url: {e}"))?,
-            key: crate::signature::decode_standard_secret(secret.expose())?,
+            keys,
             timeout: cfg.timeout.0,
             client,
         })
@@ -213,7 +217,7 @@ impl Webhook {
     async fn post(&self, r: &Record) -> Result<(), Failure> {
         let ts = OffsetDateTime::now_utc().unix_timestamp().to_string();
         let id = webhook_id(&r.id);
-        let sig = crate::signature::standard_signature(&self.key, &id, &ts, &r.payload);
+        let sig = crate::signature::SigningKey::sign_all(&self.keys, &id, &ts, &r.payload);
         let req = Request::post(self.uri.clone())
             .header(CONTENT_TYPE, "application/cloudevents+json")
             .header(USER_AGENT, concat!("jetedge/", env!("CARGO_PKG_VERSION")))

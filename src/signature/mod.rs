@@ -23,7 +23,9 @@ mod stripe;
 mod twilio;
 mod zoom;
 
-pub use standard::{decode_secret as decode_standard_secret, signature as standard_signature};
+pub use standard::{
+    decode_secret as decode_standard_secret, signature as standard_signature, SigningKey,
+};
 
 use crate::config::{Encoding, Scheme, Secret, SourceConfig};
 use hmac::{Hmac, Mac};

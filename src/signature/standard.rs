@@ -42,6 +42,60 @@ pub fn decode_public_key(key: &str) -> Result<Vec<u8>, String> {
     }
 }
 
+/// A key egress signs with: a shared secret (`v1`) or an ed25519 key pair (`v1a`).
+pub enum SigningKey {
+    Hmac(Vec<u8>),
+    Ed25519(ring::signature::Ed25519KeyPair),
+}
+
+impl SigningKey {
+    /// `whsec_…` (HMAC) or `whsk_…`: base64 of an ed25519 seed (32
+    /// bytes) or of the seed and its public key (64 bytes).
+    pub fn decode(key: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let Some(b64) = key.strip_prefix("whsk_") else {
+            return decode_secret(key).map(Self::Hmac);
+        };
+        let bad = || {
+            "a Standard Webhooks private key is \"whsk_\" followed by base64 of a 32-byte ed25519 seed (or seed and public key, 64 bytes)".to_string()
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| bad())?;
+        let pair = match bytes.len() {
+            32 => ring::signature::Ed25519KeyPair::from_seed_unchecked(&bytes),
+            64 => ring::signature::Ed25519KeyPair::from_seed_and_public_key(
+                &bytes[..32],
+                &bytes[32..],
+            ),
+            _ => return Err(bad()),
+        };
+        pair.map(Self::Ed25519).map_err(|_| bad())
+    }
+
+    /// This key's `webhook-signature` entry.
+    pub fn sign(&self, id: &str, ts: &str, body: &[u8]) -> String {
+        use base64::Engine;
+        match self {
+            Self::Hmac(key) => signature(key, id, ts, body),
+            Self::Ed25519(pair) => {
+                let msg = [id.as_bytes(), b".", ts.as_bytes(), b".", body].concat();
+                let sig = pair.sign(&msg);
+                format!(
+                    "v1a,{}",
+                    base64::engine::general_purpose::STANDARD.encode(sig.as_ref())
+                )
+            }
+        }
+    }
+
+    /// The header value for several keys: their entries, space-separated.
+    pub fn sign_all(keys: &[SigningKey], id: &str, ts: &str, body: &[u8]) -> String {
+        let entries: Vec<String> = keys.iter().map(|k| k.sign(id, ts, body)).collect();
+        entries.join(" ")
+    }
+}
+
 /// A source's keys: shared secrets for `v1`, public keys for `v1a`.
 pub struct Keys<'a> {
     pub secrets: &'a [Vec<u8>],
@@ -249,4 +303,76 @@ mod asymmetric {
     }
 
     const TOL: Duration = Duration::from_secs(300);
+}
+
+#[cfg(test)]
+mod signing {
+    use super::*;
+    use crate::signature::headers;
+    use base64::Engine;
+
+    /// What egress signs with several keys (an HMAC secret and an ed25519
+    /// key during a move to asymmetric signing) verifies under either key
+    /// alone; the `v1a` entry also with ed25519-dalek, which ring is not.
+    #[test]
+    fn every_key_signs_and_each_verifies_on_its_own() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let seed = [5u8; 32];
+        let whsk = format!("whsk_{}", b64.encode(seed));
+        let keys = [
+            SigningKey::decode(secret).unwrap(),
+            SigningKey::decode(&whsk).unwrap(),
+        ];
+        let body = br#"{"n":1}"#;
+        let value = SigningKey::sign_all(&keys, "evt_1", "1700000000", body);
+        let h = headers(&[
+            ("webhook-id", "evt_1"),
+            ("webhook-timestamp", "1700000000"),
+            ("webhook-signature", &value),
+        ]);
+        let v1a = value
+            .split(' ')
+            .find_map(|e| e.strip_prefix("v1a,"))
+            .unwrap();
+        let dalek = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        let sig = ed25519_dalek::Signature::from_slice(&b64.decode(v1a).unwrap()).unwrap();
+        let msg = b"evt_1.1700000000.{\"n\":1}";
+        dalek
+            .verify_strict(msg, &sig)
+            .expect("v1a verifies with ed25519-dalek");
+        let public = [dalek.to_bytes().to_vec()];
+        let only_public = Keys {
+            secrets: &[],
+            public: &public,
+        };
+        assert_eq!(
+            verify(
+                only_public,
+                "webhook",
+                &h,
+                body,
+                1_700_000_000,
+                Duration::from_secs(5)
+            ),
+            Ok(())
+        );
+        let only_secret = [decode_secret(secret).unwrap()];
+        let hmac = Keys {
+            secrets: &only_secret,
+            public: &[],
+        };
+        assert_eq!(
+            verify(
+                hmac,
+                "webhook",
+                &h,
+                body,
+                1_700_000_000,
+                Duration::from_secs(5)
+            ),
+            Ok(())
+        );
+        assert!(SigningKey::decode("whsk_AAAA").is_err());
+    }
 }

@@ -580,3 +580,41 @@ async fn an_upstream_id_that_is_no_header_text_is_still_delivered_signed() {
     assert_eq!(node.admin_json("/admin/status")["dlq"], 0);
     tokio::task::block_in_place(|| node.stop());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_signed_with_an_ed25519_key_and_a_secret_verifies_with_the_secret() {
+    // Moving receivers to asymmetric signing: the node signs with its
+    // ed25519 key (v1a) and, until every receiver has the public key, with
+    // the shared secret too. A receiver that knows only the secret (the
+    // reference library here) takes every request.
+    use base64::Engine;
+    let upstream = NatsServer::start();
+    let js = upstream_stream(&upstream.url()).await;
+    let hook = Receiver::start(SECRET, Mode::Ok).await;
+    let dir = TempDir::new("egress-v1a");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    std::env::set_var(
+        "JETEDGE_TEST_WHSK",
+        format!("whsk_{}", b64.encode([3u8; 32])),
+    );
+    let target = format!(
+        "to_webhook = {{ url = \"{}\", secret = \"env:JETEDGE_TEST_WHSK\", secrets = [\"env:{SECRET_ENV}\"] }}\n",
+        hook.url
+    );
+    let text = node_config(&dir.path().join("data"), &[upstream.url()])
+        + &subscription("moving", "events.shop.>", &target);
+    let mut node = Binary::configured(dir.path(), &text);
+    tokio::task::block_in_place(|| node.start());
+    let ids = publish(&js, "shop", 20).await;
+    wait_for("the deliveries", Duration::from_secs(30), || {
+        hook.count() == 20
+    })
+    .await;
+    assert_once(&hook.taken(), &ids, "webhook");
+    assert_eq!(
+        hook.bad_requests(),
+        0,
+        "the HMAC signature verifies beside the v1a one"
+    );
+    tokio::task::block_in_place(|| node.stop());
+}
