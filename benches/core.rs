@@ -12,6 +12,7 @@
 //!     (`core/egress.rs`, `JETEDGE_BENCH_EGRESS`, default 20000 events);
 //! (k) (c) over TLS (rustls, ECDSA P-256 certificate), against (c);
 //! (l) (c) with encryption at rest on (`[node] encryption_key`), against (c);
+//! (m) a JSON Schema check of the pipeline's order, per event (`core/schema.rs`);
 //! (j) the outbox drain over a slow uplink (256 kbit/s, 200 ms round trip,
 //!     a bandwidth-limited proxy), as a share of the link's capacity
 //!     (`JETEDGE_BENCH_SLOW_EVENTS`, default 1500).
@@ -27,6 +28,8 @@ mod support;
 
 #[path = "core/pipeline.rs"]
 mod pipeline;
+#[path = "core/schema.rs"]
+mod schema;
 
 #[path = "core/egress.rs"]
 mod egress;
@@ -146,6 +149,10 @@ async fn run() {
     println!(
         "(e) pipeline, 10 routes + 10 redaction rules, 1 KiB order with PII: {:.2} us/event (no rules: {:.2} us/event; target < 20 us)",
         p.with_rules_us, p.without_us
+    );
+    println!(
+        "(m) JSON Schema check of the same 1 KiB order (22 properties, patterns, formats): {:.2} us/event",
+        schema::cost(events.min(50_000))
     );
     let pii = Load {
         requests,
