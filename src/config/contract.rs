@@ -115,6 +115,20 @@ pub fn validate(cfg: &super::Config, sources: &HashSet<&str>, p: &mut Vec<Proble
             }
         }
     }
+    let quarantines = cfg.contracts.on_violation == OnViolation::Quarantine
+        || cfg
+            .schemas
+            .iter()
+            .any(|s| s.on_violation == OnViolation::Quarantine);
+    if quarantines && sources.contains("quarantine") {
+        let i = cfg.sources.iter().position(|s| s.name == "quarantine");
+        p.push(Problem {
+            path: format!("source[{}].name", i.unwrap_or(0)),
+            message: "\"quarantine\" names the quarantine subjects ({prefix}.quarantine.…): \
+                      choose another source name"
+                .into(),
+        });
+    }
     if let Err(problems) = crate::contract::Contracts::compile(cfg, Default::default()) {
         p.extend(problems);
     }

@@ -146,6 +146,8 @@ struct Link {
     /// in the store.
     last_seq: u64,
     kept_seq: u64,
+    /// Whether the store says this run publishes ([`Store::in_doubt`]).
+    marked: bool,
 }
 
 /// What one pump has in flight and has read but not sent.
@@ -176,10 +178,17 @@ impl Forwarder {
             view: StreamView::default(),
             window: Window::new(self.cfg.max_in_flight, self.cfg.max_in_flight_bytes.0),
             acked: HashSet::new(),
-            verify: Verify::Unknown,
+            // What an earlier run sent is unknown only if it may have
+            // left publishes unsettled (a crash): a fresh node, or one
+            // that stopped cleanly, has nothing to look for.
+            verify: match self.store.in_doubt(&self.cfg.stream) {
+                true => Verify::Unknown,
+                false => Verify::No,
+            },
             landed: HashSet::new(),
             last_seq: 0,
             kept_seq: 0,
+            marked: false,
         };
         let mut backoff = BACKOFF_MIN;
         let mut warned: Option<Instant> = None;
@@ -187,14 +196,14 @@ impl Forwarder {
             // After every reconnect the stream is checked again: the
             // server, and so its limits, may have changed.
             if !self.wait_until_ready(&mut link.view).await {
-                return;
+                return self.stopped(&link);
             }
             let result = match link.view.read_at {
                 Some(_) => self.pump(&mut link).await,
                 None => self.ensure_stream(&link.api, &mut link.view).await,
             };
             match result {
-                Ok(()) if self.shutdown.is_cancelled() => return,
+                Ok(()) if self.shutdown.is_cancelled() => return self.stopped(&link),
                 Ok(()) => {
                     backoff = BACKOFF_MIN;
                     if self.held.lock().expect("held").take().is_some() {
@@ -210,10 +219,21 @@ impl Forwarder {
                     let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
                     tokio::select! {
                         _ = tokio::time::sleep(jittered) => {}
-                        _ = self.shutdown.cancelled() => return,
+                        _ = self.shutdown.cancelled() => return self.stopped(&link),
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
+            }
+        }
+    }
+
+    /// The forwarder stops: when every publish of this run settled (no
+    /// pump is running, and none left any unsettled), the next start need
+    /// not ask the stream what landed.
+    fn stopped(&self, link: &Link) {
+        if link.verify == Verify::No {
+            if let Err(e) = self.store.set_in_doubt(&self.cfg.stream, false) {
+                tracing::warn!(error = %e, "could not record a clean stop");
             }
         }
     }
@@ -338,6 +358,12 @@ impl Forwarder {
         let mut f = Flight::default();
         let mut done = Vec::with_capacity(REMOVE_BATCH);
         let mut failure: Option<ForwardError> = None;
+        // A crash from here on may leave publishes unsettled: the mark is
+        // on disk (the sync below) before the first one goes out.
+        if !link.marked {
+            self.store.set_in_doubt(&self.cfg.stream, true)?;
+            link.marked = true;
+        }
         // Removals queued by an earlier pump are applied before the outbox
         // is read again, so nothing acknowledged is sent twice.
         self.store.sync().await?;

@@ -11,13 +11,27 @@ pub fn verify(
     now: i64,
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let ts_text = header(headers, "x-slack-request-timestamp")?;
-    let ts = parse_timestamp(ts_text, "X-Slack-Request-Timestamp")?;
-    let value = header(headers, "x-slack-signature")?;
+    let names = ("X-Slack-Request-Timestamp", "X-Slack-Signature");
+    verify_v0(keys, names, headers, body, now, tolerance)
+}
+
+/// The `v0` scheme Slack and Zoom share, under their own header names
+/// (timestamp, signature): `v0=hex(HMAC-SHA256(key, "v0:{ts}:{body}"))`.
+pub(super) fn verify_v0(
+    keys: &[Vec<u8>],
+    (ts_name, sig_name): (&str, &str),
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+    tolerance: Duration,
+) -> Result<(), VerifyError> {
+    let ts_text = header(headers, &ts_name.to_ascii_lowercase())?;
+    let ts = parse_timestamp(ts_text, ts_name)?;
+    let value = header(headers, &sig_name.to_ascii_lowercase())?;
     let hex = value
         .strip_prefix("v0=")
-        .ok_or_else(|| VerifyError::Malformed("X-Slack-Signature (expected v0=...)".into()))?;
-    let sig = decode_hex(hex, "X-Slack-Signature")?;
+        .ok_or_else(|| VerifyError::Malformed(format!("{sig_name} (expected v0=...)")))?;
+    let sig = decode_hex(hex, sig_name)?;
     any_matches(keys, &[b"v0:", ts_text.as_bytes(), b":", body], &[sig])?;
     check_tolerance(ts, now, tolerance)
 }

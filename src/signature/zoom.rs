@@ -1,9 +1,10 @@
 //! Zoom: `x-zm-signature: v0=<hex>`, HMAC-SHA256 of `v0:{ts}:{body}` under
-//! the app's secret token, with the time in `x-zm-request-timestamp`.
+//! the app's secret token, with the time in `x-zm-request-timestamp`: Slack's
+//! scheme under other header names.
 //! Zoom checks an endpoint before using it (`endpoint.url_validation`):
 //! the answer is the plain token and its HMAC ([`challenge`]).
 
-use super::{any_matches, check_tolerance, decode_hex, header, parse_timestamp, VerifyError};
+use super::VerifyError;
 use hyper::HeaderMap;
 use std::time::Duration;
 
@@ -14,15 +15,8 @@ pub fn verify(
     now: i64,
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let ts_text = header(headers, "x-zm-request-timestamp")?;
-    let ts = parse_timestamp(ts_text, "x-zm-request-timestamp")?;
-    let value = header(headers, "x-zm-signature")?;
-    let hex = value
-        .strip_prefix("v0=")
-        .ok_or_else(|| VerifyError::Malformed("x-zm-signature (expected v0=)".into()))?;
-    let sig = decode_hex(hex, "x-zm-signature")?;
-    any_matches(keys, &[b"v0:", ts_text.as_bytes(), b":", body], &[sig])?;
-    check_tolerance(ts, now, tolerance)
+    let names = ("x-zm-request-timestamp", "x-zm-signature");
+    super::slack::verify_v0(keys, names, headers, body, now, tolerance)
 }
 
 /// The answer to Zoom's URL validation: `encryptedToken` is hex

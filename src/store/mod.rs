@@ -67,6 +67,7 @@ const MAX_EVENT_KEY: &[u8] = b"upstream.max_event";
 /// Prefix of the key holding, per upstream stream, the highest stream
 /// sequence an acknowledged publish got.
 const LANDED_KEY: &str = "upstream.landed.";
+const IN_DOUBT_KEY: &str = "upstream.in_doubt.";
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -383,6 +384,27 @@ impl Store {
     pub fn remember_landed(&self, stream: &str, seq: u64) -> Result<(), StoreError> {
         let key = format!("{LANDED_KEY}{stream}");
         self.inner.db.insert(key.as_bytes(), &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Whether this node's last run may have left publishes to `stream`
+    /// unsettled (it crashed, or stopped with some unanswered): the next
+    /// start then asks the stream what landed before it resends. A fresh
+    /// node and one that stopped cleanly need not.
+    pub fn in_doubt(&self, stream: &str) -> bool {
+        let key = format!("{IN_DOUBT_KEY}{stream}");
+        self.inner.db.get(key).ok().flatten().is_some()
+    }
+
+    /// Marks (before the first publish of a run; durable with the next
+    /// flush, which the forwarder waits for) or clears (after a clean stop)
+    /// [`Store::in_doubt`].
+    pub fn set_in_doubt(&self, stream: &str, doubt: bool) -> Result<(), StoreError> {
+        let key = format!("{IN_DOUBT_KEY}{stream}");
+        match doubt {
+            true => self.inner.db.insert(key.as_bytes(), &[1u8])?,
+            false => self.inner.db.remove(key.as_bytes())?,
+        };
         Ok(())
     }
 

@@ -140,6 +140,16 @@ async fn a_schema_file_rejects_or_quarantines_and_stamps_what_it_checked() {
     let fine = by_subject("events.shop.refund.issued").expect("the valid refund");
     assert!(fine.get("schemaviolations").is_none());
 
+    // A reload reads the files again: a relaxed order schema takes what
+    // the first one refused.
+    let mut relaxed = order_schema(1);
+    relaxed["required"] = json!(["type"]);
+    relaxed["properties"] = json!({});
+    std::fs::write(&order_file, relaxed.to_string()).unwrap();
+    node.apply(parse_config(&text)).await.unwrap();
+    let again = post(&client, "o-3", &bad).await;
+    assert_eq!(again.status, 202, "after the reload: {again:?}");
+
     assert_eq!(node.metrics.events_quarantined.get(), 1);
     assert_eq!(node.metrics.rejected("schema_violation"), 1);
     let m = node.metrics.render(&Default::default());
@@ -422,6 +432,37 @@ async fn the_asyncapi_documents_are_valid_and_name_every_channel() {
     let (status, doc) = support::http::call(admin, "GET", "/asyncapi.json", &[]).await;
     assert_eq!(status, 200);
     assert_valid_asyncapi(&validator, &doc);
+    // `jetedge schemas`, as an operator reads it from the running node.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetedge"))
+        .args(["schemas", "-c"])
+        .arg(&config)
+        .args(["--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!(
+            "shop  order.*  quarantine  from file {}",
+            order_file.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "kiosk  scan.done  reject  from registry SCHEMAS key kiosk.scan.done.4 (version 4"
+        ),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("registry SCHEMAS: watching the bucket"),
+        "{text}"
+    );
     let scan_channel = &doc["channels"]["upstream.kiosk.scan.done"];
     assert_eq!(scan_channel["address"], "events.kiosk.scan.done");
     assert_eq!(

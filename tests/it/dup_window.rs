@@ -140,5 +140,24 @@ async fn a_node_killed_before_its_acks_came_and_back_after_the_window_sends_none
         "the node says it asked the stream: {}",
         node.log_tail(20)
     );
+
+    // A clean stop leaves nothing in doubt: events still waiting then are
+    // sent at the next start without asking the stream first.
+    let token = node.admin_token();
+    let admin = ([127, 0, 0, 1], node.admin_port).into();
+    forwarding(admin, &token, "pause").await;
+    post(&client, 50..55).await;
+    node.stop();
+    node.start();
+    let status = support::eventually(Duration::from_secs(30), async || {
+        node.admin_json("/admin/status")["backlog"]["events"] == 0
+    });
+    assert!(status.await, "{}", node.log_tail(20));
+    assert_stored_once(&nats, 55).await;
+    assert!(
+        !node.log_of_this_run().contains("already holds"),
+        "after a clean stop the node asked the stream: {}",
+        node.log_of_this_run()
+    );
     node.stop();
 }

@@ -161,6 +161,11 @@ impl Binary {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log of the latest start only.
+    pub fn log_of_this_run(&self) -> String {
+        self.log().get(self.log_from..).unwrap_or("").to_string()
+    }
+
     /// The last `n` lines of the log, for a failing test's message.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();
