@@ -21,6 +21,9 @@ pub mod store;
 pub mod tls;
 pub mod upstream;
 
+#[cfg(test)]
+mod testdir;
+
 use config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Default)]
 pub struct Entries {
     by_key: BTreeMap<String, Arc<Schema>>,
-    /// The highest version of each source and type.
-    newest: HashMap<(String, String), (u64, Arc<Schema>)>,
+    /// The highest version of each type, by source (looked up per event
+    /// without building a key).
+    newest: HashMap<String, HashMap<String, (u64, Arc<Schema>)>>,
     pub state: State,
 }
 
@@ -45,13 +46,15 @@ pub struct State {
 
 impl Entries {
     fn new(by_key: BTreeMap<String, Arc<Schema>>, state: State) -> Self {
-        let mut newest: HashMap<(String, String), (u64, Arc<Schema>)> = HashMap::new();
+        let mut newest: HashMap<String, HashMap<String, (u64, Arc<Schema>)>> = HashMap::new();
         for (key, schema) in &by_key {
             let Some((source, type_, version)) = parse_key(key) else {
                 continue;
             };
-            let slot = newest.entry((source.to_string(), type_.to_string()));
-            let e = slot.or_insert((version, schema.clone()));
+            let types = newest.entry(source.to_string()).or_default();
+            let e = types
+                .entry(type_.to_string())
+                .or_insert((version, schema.clone()));
             if version > e.0 {
                 *e = (version, schema.clone());
             }
@@ -65,8 +68,8 @@ impl Entries {
 
     /// The newest version's schema for a source and an exact type.
     pub fn latest(&self, source: &str, type_: &str) -> Option<Arc<Schema>> {
-        let key = (source.to_string(), type_.to_string());
-        self.newest.get(&key).map(|(_, s)| s.clone())
+        let (_, s) = self.newest.get(source)?.get(type_)?;
+        Some(s.clone())
     }
 
     /// The newest schema of each source and type, in a stable order.
@@ -74,7 +77,11 @@ impl Entries {
         let mut all: Vec<_> = self
             .newest
             .iter()
-            .map(|((s, t), (_, schema))| (s.as_str(), t.as_str(), schema))
+            .flat_map(|(s, types)| {
+                types
+                    .iter()
+                    .map(move |(t, (_, schema))| (s.as_str(), t.as_str(), schema))
+            })
             .collect();
         all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         all.into_iter()

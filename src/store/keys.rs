@@ -354,10 +354,8 @@ impl Run {
 mod tests {
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("jetedge-keys-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    fn dir(name: &str) -> crate::testdir::TestDir {
+        crate::testdir::TestDir::new(&format!("keys-{name}"))
     }
 
     fn id(n: u32) -> String {
@@ -399,7 +397,6 @@ mod tests {
             .lookup(&hash(&501u32.to_le_bytes()), 1_500)
             .unwrap()
             .is_some());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -422,7 +419,6 @@ mod tests {
             assert_eq!(k.lookup(&hash(&n.to_le_bytes()), 0).unwrap(), Some(id(n)));
         }
         assert_eq!(k.lookup(&hash(&198u32.to_le_bytes()), 0).unwrap(), None);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -444,7 +440,6 @@ mod tests {
         // A write-out while the clock is behind deletes no live run.
         k.flush(2, back).unwrap();
         assert_eq!(k.lookup(&hash(b"in-run"), back).unwrap(), Some(id(1)));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -465,6 +460,5 @@ mod tests {
         k.flush(4, 300).unwrap();
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         assert_eq!(k.through(), 4);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

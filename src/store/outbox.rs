@@ -623,10 +623,8 @@ mod tests {
         }
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("jetedge-outbox-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    fn dir(name: &str) -> crate::testdir::TestDir {
+        crate::testdir::TestDir::new(&format!("outbox-{name}"))
     }
 
     #[test]
@@ -670,7 +668,6 @@ mod tests {
             pos = e.end;
         }
         assert_eq!(seen, [1, 2, 3]);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -701,6 +698,5 @@ mod tests {
         assert_eq!(o.backlog().0, 2);
         let e = o.read_at(o.ends().head, None).unwrap().unwrap();
         assert_eq!((e.seq, e.batch[0]), (9, 8));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

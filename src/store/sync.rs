@@ -75,8 +75,7 @@ mod tests {
 
     #[test]
     fn new_blob_files_are_synced_once_and_removed_ones_forgotten() {
-        let dir = std::env::temp_dir().join(format!("jetedge-sync-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::testdir::TestDir::new("sync");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("db"), b"").unwrap();
         let mut d = Durability::open(&dir).unwrap();
@@ -90,6 +89,5 @@ mod tests {
         std::fs::write(dir.join("blobs/40"), b"x").unwrap();
         d.sync().unwrap();
         assert_eq!(d.synced, BTreeSet::from([40]));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

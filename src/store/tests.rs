@@ -45,10 +45,8 @@ fn pending_ids(store: &Store) -> Vec<String> {
     pending.into_iter().map(|p| p.record.id).collect()
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("jetedge-store-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tempdir(name: &str) -> crate::testdir::TestDir {
+    crate::testdir::TestDir::new(&format!("store-{name}"))
 }
 
 #[tokio::test]
@@ -524,7 +522,7 @@ async fn keys_read_back_after_a_crash_may_span_outbox_segments() {
 /// A key file (outside the data dir) and the reference the config takes.
 fn key_ref(dir: &std::path::Path, name: &str, byte: u8) -> crate::config::SecretRef {
     use base64::Engine;
-    let path = dir.with_extension(format!("{name}.key"));
+    let path = dir.join(format!("{name}.key"));
     std::fs::write(
         &path,
         base64::engine::general_purpose::STANDARD.encode([byte; 32]),
@@ -558,7 +556,9 @@ fn marked(id: &str) -> NewEvent {
 #[tokio::test]
 async fn sealed_stores_hold_no_plaintext_and_open_only_with_their_keys() {
     let dir = tempdir("sealed");
-    let (a, b) = (key_ref(&dir, "a", 1), key_ref(&dir, "b", 2));
+    let keys = tempdir("sealed-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (a, b) = (key_ref(&keys, "a", 1), key_ref(&keys, "b", 2));
     let with = |key: Option<&crate::config::SecretRef>, previous: &[&crate::config::SecretRef]| {
         NodeConfig {
             encryption_key: key.cloned(),
@@ -643,5 +643,4 @@ async fn sealed_stores_hold_no_plaintext_and_open_only_with_their_keys() {
     assert_eq!(store.parked(None, 10).unwrap().len(), 1);
     assert_eq!(store.local_pending("kiosk", 10).unwrap().len(), 2);
     store.close().await;
-    std::fs::remove_dir_all(&dir).unwrap();
 }
