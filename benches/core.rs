@@ -34,10 +34,15 @@ mod schema;
 #[path = "core/egress.rs"]
 mod egress;
 
+#[path = "core/ceiling.rs"]
+mod ceiling;
+#[path = "core/load.rs"]
+mod load;
+
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use futures::stream::{FuturesOrdered, StreamExt};
 use jetedge::{Node, NodeHandle};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::http::Client;
@@ -101,10 +106,31 @@ async fn run() {
         ..load.clone()
     };
     let rounds = support::setting::<usize>("JETEDGE_BENCH_ROUNDS", if full { 3 } else { 1 });
-    let [c, k, l] = best_of(&nats, [&load, &over_tls, &sealed], rounds).await;
+    let targets = [
+        Target::Node(&load),
+        Target::Node(&over_tls),
+        Target::Node(&sealed),
+        Target::Server(ceiling::Kind::Ceiling, &load),
+        Target::Server(ceiling::Kind::Prototype, &load),
+    ];
+    let best = best_of(&nats, &targets, rounds).await;
+    let [c, k, l, ceil, proto] = <[IngestFigures; 5]>::try_from(best)
+        .ok()
+        .expect("five lines");
     println!(
-        "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on; best of {rounds})",
-        c.rate
+        "(n) ceiling: bare hyper, the same HMAC and JSON, no disk  {:>8.0} events/s  (CPU {:.0} ms per 1,000 events)",
+        ceil.rate,
+        ceil.cpu_per_1000 * 1e3
+    );
+    println!(
+        "(o) naive prototype: (n) + sled insert + group fdatasync  {:>8.0} events/s  (CPU {:.0} ms per 1,000 events)",
+        proto.rate,
+        proto.cpu_per_1000 * 1e3
+    );
+    println!(
+        "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on; best of {rounds}; CPU {:.0} ms per 1,000 events)",
+        c.rate,
+        c.cpu_per_1000 * 1e3
     );
     println!(
         "    ingest latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -113,6 +139,25 @@ async fn run() {
     println!(
         "    forwarding of (c) finished {:.2} s after the last request",
         c.drain_after_s
+    );
+    println!(
+        "ratio c/ceiling = {:.2} (target >= 0.50); c/prototype = {:.2} (target > 1)",
+        c.rate / ceil.rate,
+        c.rate / proto.rate
+    );
+    let half = open_loop_half(&nats, &load, c.rate / 2.0).await;
+    println!(
+        "(p) ingest at half of (c), {:.0} events/s open loop: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (target p99 <= 5 ms)",
+        half.rate,
+        half.ms(0.5),
+        half.ms(0.99),
+        half.ms(0.999),
+        half.ms(1.0)
+    );
+    let fair = fairness(&nats, &load).await;
+    println!(
+        "(q) fairness: one source at full blast ({:.0} events/s) and nine at {SLOW_RATE:.0}/s each: the slow ones' p99 {:.2} ms (alone: {:.2} ms)",
+        fair.hot_rate, fair.slow_p99_ms, fair.alone_p99_ms
     );
     let d = ingest(&nats, &load, false, "").await;
     println!(
@@ -353,173 +398,195 @@ struct IngestFigures {
     p99_ms: f64,
     max_ms: f64,
     drain_after_s: f64,
+    cpu_per_1000: f64,
 }
 
-/// (c), (k) and (l), compared with each other: they run in turns, each
-/// round in a rotated order, and each keeps its best round, so the host's
-/// drift during the run does not fall on one of them.
-async fn best_of(nats: &NatsServer, loads: [&Load; 3], rounds: usize) -> [IngestFigures; 3] {
-    let mut best: [Option<IngestFigures>; 3] = Default::default();
+impl IngestFigures {
+    fn of(run: &load::Run, drain_after_s: f64) -> Self {
+        Self {
+            rate: run.rate,
+            p50_ms: run.ms(0.5),
+            p99_ms: run.ms(0.99),
+            max_ms: run.ms(1.0),
+            drain_after_s,
+            cpu_per_1000: run.cpu_per_1000,
+        }
+    }
+}
+
+/// One line of the ingest comparison: jetedge with a load, or one of the
+/// servers it is measured against.
+enum Target<'a> {
+    Node(&'a Load),
+    Server(ceiling::Kind, &'a Load),
+}
+
+/// The lines compared with each other: they run in turns, each round in
+/// a rotated order, and each keeps its best round, so the host's drift
+/// during the run does not fall on one of them.
+async fn best_of(nats: &NatsServer, targets: &[Target<'_>], rounds: usize) -> Vec<IngestFigures> {
+    let mut best: Vec<Option<IngestFigures>> = targets.iter().map(|_| None).collect();
     for round in 0..rounds {
-        for i in 0..loads.len() {
-            let v = (round + i) % loads.len();
-            let f = ingest(nats, loads[v], true, "").await;
+        for i in 0..targets.len() {
+            let v = (round + i) % targets.len();
+            let f = match &targets[v] {
+                Target::Node(load) => ingest(nats, load, true, "").await,
+                Target::Server(kind, load) => against(*kind, load).await,
+            };
             if best[v].as_ref().is_none_or(|b| f.rate > b.rate) {
                 best[v] = Some(f);
             }
         }
     }
-    best.map(|b| b.expect("at least one round"))
+    best.into_iter()
+        .map(|b| b.expect("at least one round"))
+        .collect()
+}
+
+/// Every request of `load`, signed now (built up front, so the load
+/// generator costs little more than its socket calls, as wrk would).
+fn requests_for(load: &Load, source: &str) -> Arc<Vec<Vec<u8>>> {
+    requests_tagged(load, source, "")
+}
+
+/// As [`requests_for`], with `tag` in every event id (distinct events
+/// for a second run on the same node).
+fn requests_tagged(load: &Load, source: &str, tag: &str) -> Arc<Vec<Vec<u8>>> {
+    let now = support::now();
+    let id = |i| format!("bench-{source}{tag}-{i}");
+    Arc::new(
+        (0..load.requests)
+            .map(|i| signed_request(source, &(load.body)(i), &id(i), now))
+            .collect(),
+    )
 }
 
 /// (c): `n` signed webhooks from `concurrency` keep-alive connections.
 async fn ingest(nats: &NatsServer, load: &Load, forwarding: bool, rules: &str) -> IngestFigures {
-    let (n, concurrency) = (load.requests, load.concurrency);
     let dir = TempDir::new("bench-ingest");
     let tls_line = load.tls.as_ref().map_or("", |(line, _)| line.as_str());
     let node = start_node_with(&dir, &nats.url(), rules, tls_line, load.node).await;
     node.pause_forwarding(!forwarding);
-    // Built and signed up front, so the load generator costs little more
-    // than its socket calls (as wrk would) and is not counted against the node.
-    let now = support::now();
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..n)
-            .map(|i| signed_request(&(load.body)(i), i, now))
-            .collect(),
-    );
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (requests, next, addr) = (requests.clone(), next.clone(), node.ingress_addr);
-            let tls = load.tls.as_ref().map(|(_, client)| client.clone());
-            tokio::spawn(async move {
-                let mut conn = load::Conn::open(addr, tls).await;
-                let mut latencies = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = requests.get(i) else {
-                        break;
-                    };
-                    let t = Instant::now();
-                    let status = conn.round_trip(request).await;
-                    latencies.push(t.elapsed());
-                    assert_eq!(status, 202, "request {i}");
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(n);
-    for w in workers {
-        latencies.extend(w.await.unwrap());
-    }
-    let elapsed = started.elapsed();
+    let tls = load.tls.as_ref().map(|(_, client)| client.clone());
+    let requests = requests_for(load, "shop");
+    let run = load::closed_loop(node.ingress_addr, requests, load.concurrency, tls).await;
     let sent_at = Instant::now();
     node.pause_forwarding(false);
     wait_drained(&node).await;
     let drain_after_s = sent_at.elapsed().as_secs_f64();
     node.shutdown().await;
-    latencies.sort();
-    let ms = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
-    IngestFigures {
-        rate: n as f64 / elapsed.as_secs_f64(),
-        p50_ms: ms(0.50),
-        p99_ms: ms(0.99),
-        max_ms: ms(1.0),
-        drain_after_s,
+    IngestFigures::of(&run, drain_after_s)
+}
+
+/// (n) and (o): the same load against a ceiling server.
+async fn against(kind: ceiling::Kind, load: &Load) -> IngestFigures {
+    let server = ceiling::start(kind).await;
+    let run = load::closed_loop(
+        server.addr,
+        requests_for(load, "shop"),
+        load.concurrency,
+        None,
+    )
+    .await;
+    IngestFigures::of(&run, 0.0)
+}
+
+/// (p): signed webhooks at a fixed `rate` (half of the maximum), for
+/// about as long as (c) ran, forwarding on.
+async fn open_loop_half(nats: &NatsServer, load: &Load, rate: f64) -> load::Run {
+    let dir = TempDir::new("bench-open-loop");
+    let node = start_node(&dir, &nats.url(), "").await;
+    let n = (load.requests / 2).max(100);
+    let requests = requests_for(
+        &Load {
+            requests: n,
+            ..load.clone()
+        },
+        "shop",
+    );
+    let run = load::open_loop(node.ingress_addr, requests, load.concurrency, rate).await;
+    wait_drained(&node).await;
+    node.shutdown().await;
+    run
+}
+
+/// Each slow source's pace in (q).
+const SLOW_RATE: f64 = 20.0;
+
+struct Fairness {
+    hot_rate: f64,
+    slow_p99_ms: f64,
+    alone_p99_ms: f64,
+}
+
+/// (q): `shop` at full blast from all but nine connections while nine
+/// other sources post at [`SLOW_RATE`] each; their p99, and the same
+/// without the hot source.
+async fn fairness(nats: &NatsServer, load: &Load) -> Fairness {
+    let dir = TempDir::new("bench-fairness");
+    let extra = format!(
+        "[[source]]\nname = \"s8\"\nverify = \"standard-webhooks\"\nsecrets = [\"env:{}\"]\n",
+        support::SECRET_ENV
+    );
+    let node = start_node(&dir, &nats.url(), &extra).await;
+    let hot_requests = requests_for(load, "shop");
+    let seconds = (load.requests as f64 / 15_000.0).max(2.0);
+    let slow = |load: &Load, tag: &str| {
+        let per_source = (SLOW_RATE * seconds) as usize;
+        (0..9)
+            .map(|s| {
+                let slow_load = Load {
+                    requests: per_source,
+                    ..load.clone()
+                };
+                requests_tagged(&slow_load, &format!("s{s}"), tag)
+            })
+            .collect::<Vec<_>>()
+    };
+    let addr = node.ingress_addr;
+    let run_slow = |sets: Vec<Arc<Vec<Vec<u8>>>>| async move {
+        let tasks: Vec<_> = sets
+            .into_iter()
+            .map(|r| tokio::spawn(load::open_loop(addr, r, 1, SLOW_RATE)))
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap().latencies);
+        }
+        all.sort();
+        all[(all.len() - 1) * 99 / 100].as_secs_f64() * 1e3
+    };
+    let alone_p99_ms = run_slow(slow(load, "-alone")).await;
+    let slow_sets = slow(load, "-beside");
+    let hot = tokio::spawn(load::closed_loop(
+        addr,
+        hot_requests,
+        load.concurrency - 9,
+        None,
+    ));
+    let slow_p99_ms = run_slow(slow_sets).await;
+    let hot = hot.await.unwrap();
+    wait_drained(&node).await;
+    node.shutdown().await;
+    Fairness {
+        hot_rate: hot.rate,
+        slow_p99_ms,
+        alone_p99_ms,
     }
 }
 
-/// The raw bytes of signed webhook `i`: an HTTP/1.1 keep-alive request.
-fn signed_request(body: &[u8], i: usize, now: i64) -> Vec<u8> {
+/// The raw bytes of a signed webhook of `source` with event id `id`: an
+/// HTTP/1.1 keep-alive request.
+fn signed_request(source: &str, body: &[u8], id: &str, now: i64) -> Vec<u8> {
     let mut req = format!(
-        "POST /v1/webhooks/shop HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
+        "POST /v1/webhooks/{source} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n",
         body.len()
     );
-    for (k, v) in sign(&format!("bench-{i}"), body, now) {
+    for (k, v) in sign(id, body, now) {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
     bytes
-}
-
-/// A minimal HTTP/1.1 load client: one request at a time per connection,
-/// reading just enough of each response to find its status and its end.
-mod load {
-    use std::sync::Arc;
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-    use tokio::net::TcpStream;
-
-    trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-    pub struct Conn {
-        stream: Box<dyn Stream>,
-        buf: Vec<u8>,
-    }
-
-    impl Conn {
-        /// A connection, over TLS when `tls` is given (the handshake done here,
-        /// before the clock starts on its first request).
-        pub async fn open(
-            addr: std::net::SocketAddr,
-            tls: Option<Arc<rustls::ClientConfig>>,
-        ) -> Self {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let stream: Box<dyn Stream> = match tls {
-                None => Box::new(tcp),
-                Some(config) => {
-                    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-                    Box::new(
-                        tokio_rustls::TlsConnector::from(config)
-                            .connect(name, tcp)
-                            .await
-                            .unwrap(),
-                    )
-                }
-            };
-            Self {
-                stream,
-                buf: Vec::with_capacity(4096),
-            }
-        }
-
-        /// Sends one request and returns the response's status code.
-        pub async fn round_trip(&mut self, request: &[u8]) -> u16 {
-            self.stream.write_all(request).await.unwrap();
-            self.buf.clear();
-            loop {
-                if let Some(total) = complete_len(&self.buf) {
-                    let status = std::str::from_utf8(&self.buf[9..12])
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    self.buf.drain(..total);
-                    return status;
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "the node closed the connection");
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        }
-    }
-
-    /// The length of the response at the start of `buf`, once all of it is there.
-    fn complete_len(buf: &[u8]) -> Option<usize> {
-        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let head = std::str::from_utf8(&buf[..head_end]).ok()?;
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                l.split_once(':')
-                    .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            })
-            .map_or(0, |(_, v)| v.trim().parse().unwrap());
-        (buf.len() >= head_end + length).then_some(head_end + length)
-    }
 }
