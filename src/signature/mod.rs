@@ -208,8 +208,6 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// True when any key's MAC over `parts` equals any candidate, compared in
-/// constant time. Every pair is compared, so timing does not reveal which.
 /// `Ok` when the HMAC of `parts` under any active key equals any of the
 /// candidate signatures; every comparison runs, in constant time.
 fn any_matches(
@@ -217,18 +215,61 @@ fn any_matches(
     parts: &[&[u8]],
     candidates: &[Vec<u8>],
 ) -> Result<(), VerifyError> {
+    let matched = keys.iter().fold(false, |ok, key| {
+        mac_matches(&hmac_sha256(key, parts), candidates) | ok
+    });
+    match matched {
+        true => Ok(()),
+        false => Err(VerifyError::Mismatch),
+    }
+}
+
+/// `Ok` when `token` equals any key; every key is compared, in constant
+/// time, so the time does not tell which one matched (bearer, GitLab).
+fn any_token(keys: &[Vec<u8>], token: &[u8]) -> Result<(), VerifyError> {
+    let matched = keys
+        .iter()
+        .fold(false, |ok, key| crate::config::token_eq(token, key) | ok);
+    match matched {
+        true => Ok(()),
+        false => Err(VerifyError::Mismatch),
+    }
+}
+
+/// `Ok` when any candidate equals `mac`, compared in constant time.
+fn mac_matches(mac: &[u8], candidates: &[Vec<u8>]) -> bool {
     let mut ok = subtle::Choice::from(0);
-    for key in keys {
-        let mac = hmac_sha256(key, parts);
-        for c in candidates {
-            ok |= mac.as_slice().ct_eq(c.as_slice());
+    for c in candidates {
+        ok |= mac.ct_eq(c.as_slice());
+    }
+    bool::from(ok)
+}
+
+/// A header listing a timestamp and hex signatures, `t=…,v1=…,v1=…`
+/// (Stripe) or `ts=…;h1=…` (Paddle): the timestamp's text and every
+/// signature under `sig_key` (several during a rotation).
+fn timestamp_and_signatures<'a>(
+    value: &'a str,
+    sep: char,
+    (ts_key, sig_key): (&str, &str),
+    name: &str,
+) -> Result<(&'a str, Vec<Vec<u8>>), VerifyError> {
+    let mut ts = None;
+    let mut sigs = Vec::new();
+    for item in value.split(sep) {
+        match item.trim().split_once('=') {
+            Some((k, t)) if k == ts_key => ts = Some(t),
+            Some((k, sig)) if k == sig_key => {
+                sigs.push(decode_hex(sig, &format!("{name} {sig_key}"))?)
+            }
+            _ => {} // other schemes and versions are ignored, as the senders' libraries do
         }
     }
-    if bool::from(ok) {
-        Ok(())
-    } else {
-        Err(VerifyError::Mismatch)
+    let ts = ts.ok_or_else(|| VerifyError::Malformed(format!("{name} (no {ts_key}=)")))?;
+    if sigs.is_empty() {
+        return Err(VerifyError::Malformed(format!("{name} (no {sig_key}=)")));
     }
+    Ok((ts, sigs))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {

@@ -2,7 +2,7 @@
 //! HMAC-SHA256 of `{ts}:{body}` under the notification destination's secret;
 //! during a rotation the header carries several `h1` entries.
 
-use super::{any_matches, check_tolerance, decode_hex, header, parse_timestamp, VerifyError};
+use super::{any_matches, check_tolerance, header, parse_timestamp, VerifyError};
 use hyper::HeaderMap;
 use std::time::Duration;
 
@@ -14,19 +14,8 @@ pub fn verify(
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
     let value = header(headers, "paddle-signature")?;
-    let mut ts = None;
-    let mut sigs = Vec::new();
-    for part in value.split(';') {
-        match part.trim().split_once('=') {
-            Some(("ts", t)) => ts = Some(t),
-            Some(("h1", h)) => sigs.push(decode_hex(h, "Paddle-Signature h1")?),
-            _ => {}
-        }
-    }
-    let ts_text = ts.ok_or_else(|| VerifyError::Malformed("Paddle-Signature (no ts)".into()))?;
-    if sigs.is_empty() {
-        return Err(VerifyError::Malformed("Paddle-Signature (no h1)".into()));
-    }
+    let (ts_text, sigs) =
+        super::timestamp_and_signatures(value, ';', ("ts", "h1"), "Paddle-Signature")?;
     let ts = parse_timestamp(ts_text, "Paddle-Signature ts")?;
     any_matches(keys, &[ts_text.as_bytes(), b":", body], &sigs)?;
     check_tolerance(ts, now, tolerance)

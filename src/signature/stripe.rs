@@ -2,7 +2,7 @@
 //! HMAC-SHA256 of `{t}.{body}` keyed with the whole `whsec_...` secret string.
 //! Several v1 entries appear while Stripe rolls a secret.
 
-use super::{any_matches, check_tolerance, decode_hex, header, parse_timestamp, VerifyError};
+use super::{any_matches, check_tolerance, header, parse_timestamp, VerifyError};
 use hyper::HeaderMap;
 use std::time::Duration;
 
@@ -14,20 +14,10 @@ pub fn verify(
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
     let value = header(headers, "stripe-signature")?;
-    let mut ts = None;
-    let mut candidates = Vec::new();
-    for item in value.split(',') {
-        match item.trim().split_once('=') {
-            Some(("t", t)) => ts = Some(t),
-            Some(("v1", sig)) => candidates.push(decode_hex(sig, "Stripe-Signature v1")?),
-            _ => {} // v0 and future schemes are ignored, as Stripe's libraries do
-        }
-    }
-    let ts_text = ts.ok_or_else(|| VerifyError::Malformed("Stripe-Signature (no t=)".into()))?;
+    // v0 and future schemes are ignored, as Stripe's libraries do.
+    let (ts_text, candidates) =
+        super::timestamp_and_signatures(value, ',', ("t", "v1"), "Stripe-Signature")?;
     let ts = parse_timestamp(ts_text, "Stripe-Signature t")?;
-    if candidates.is_empty() {
-        return Err(VerifyError::Malformed("Stripe-Signature (no v1=)".into()));
-    }
     any_matches(keys, &[ts_text.as_bytes(), b".", body], &candidates)?;
     check_tolerance(ts, now, tolerance)
 }
