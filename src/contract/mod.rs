@@ -243,8 +243,22 @@ pub struct Listed {
     pub origin: Origin,
 }
 
+/// The largest schema file read (a schema is a few KiB; this stops a
+/// mistaken path such as a device or a log from being read whole).
+const MAX_SCHEMA_FILE: u64 = 1 << 20;
+
 fn compile_file(s: &SchemaConfig) -> Result<Schema, String> {
     let path = s.file.display().to_string();
+    let meta = std::fs::metadata(&s.file).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path} is not a regular file"));
+    }
+    if meta.len() > MAX_SCHEMA_FILE {
+        return Err(format!(
+            "{path} is {} bytes, over the 1 MiB a schema file may have",
+            meta.len()
+        ));
+    }
     let text = std::fs::read(&s.file).map_err(|e| format!("cannot read {path}: {e}"))?;
     let document: Value =
         serde_json::from_slice(&text).map_err(|e| format!("{path} is not JSON: {e}"))?;
@@ -288,6 +302,29 @@ mod tests {
             .violations(&json!({"id": 1, "email": "a@example.com"}))
             .is_empty());
         assert_eq!(s.dataschema, "file:x.json");
+    }
+
+    #[test]
+    fn a_path_that_is_no_small_file_is_refused_before_it_is_read() {
+        let cfg = |file: &str| Config {
+            schemas: vec![SchemaConfig {
+                source: "shop".into(),
+                type_: Some("t".into()),
+                types: Vec::new(),
+                file: file.into(),
+                on_violation: OnViolation::Reject,
+            }],
+            ..Config::default()
+        };
+        let e = Contracts::compile(&cfg("/dev/zero"), Arc::default()).unwrap_err();
+        assert!(e[0].message.contains("not a regular file"), "{e:?}");
+        let dir = crate::testdir::TestDir::new("contract-big");
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.json");
+        std::fs::write(&big, vec![b' '; (MAX_SCHEMA_FILE + 1) as usize]).unwrap();
+        let e = Contracts::compile(&cfg(&big.display().to_string()), Arc::default()).unwrap_err();
+        assert!(e[0].message.contains("over the 1 MiB"), "{e:?}");
+        assert_eq!(e[0].path, "schema[0].file");
     }
 
     #[test]

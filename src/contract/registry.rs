@@ -200,10 +200,20 @@ impl Watcher {
                 r = self.pass() => r,
             };
             if let Err(e) = result {
-                tracing::warn!(bucket = %self.bucket, "schema registry: {e}; retrying");
+                // Said once per kind of failure (a missing bucket is retried
+                // every few seconds for as long as it is missing).
+                let text = e.to_string();
+                match self.entries.get().state.last_error.as_deref() == Some(text.as_str()) {
+                    true => {
+                        tracing::debug!(bucket = %self.bucket, "schema registry: {text}; retrying")
+                    }
+                    false => {
+                        tracing::warn!(bucket = %self.bucket, "schema registry: {text}; retrying")
+                    }
+                }
                 self.update(|state| {
                     state.watching = false;
-                    state.last_error = Some(e.to_string());
+                    state.last_error = Some(text);
                 });
             }
             tokio::select! {
