@@ -4,8 +4,8 @@
 # (scripts/install-chromium.sh, for the status page's test) and the official
 # AsyncAPI schemas from npm (scripts/install-asyncapi-spec.sh), checks
 # formatting and lints, then runs every unit and integration test against
-# real nats-server processes; then every fuzz target briefly (about a
-# minute in all: scripts/fuzz.sh, its seeds and kept regressions first).
+# real nats-server processes; then every fuzz target briefly (8 s each,
+# its seeds and kept regressions first: scripts/fuzz.sh).
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh crash      only tests whose name contains "crash" (no fuzzing)
@@ -43,5 +43,5 @@ if [ $# -eq 0 ]; then
     cat "$fuzz_log"
     exit 1
   fi
-  scripts/fuzz.sh "${JETEDGE_FUZZ_SECONDS:-12}"
+  scripts/fuzz.sh "${JETEDGE_FUZZ_SECONDS:-8}"
 fi
