@@ -161,7 +161,8 @@ impl Verifier {
 }
 
 /// The header a scheme's signature travels in and how it is made, for
-/// documents that describe a source (AsyncAPI); `None` for no signature.
+/// documents that describe a source (AsyncAPI); `None` for no signature
+/// header (`none`, and `bearer`, which AsyncAPI describes as HTTP bearer).
 /// `header` is `hmac-sha256`'s configured one.
 pub fn describe(scheme: Scheme, header: Option<&str>) -> Option<(String, String)> {
     let (name, how) = match scheme {
@@ -193,8 +194,8 @@ pub fn describe(scheme: Scheme, header: Option<&str>) -> Option<(String, String)
             "x-square-hmacsha256-signature",
             "Square: base64(HMAC-SHA256(signature key, notification URL + body)).",
         ),
-        Scheme::Bearer => ("Authorization", "Bearer token."),
-        Scheme::None => return None,
+        // A bearer token is an HTTP authentication scheme, not a signature header.
+        Scheme::Bearer | Scheme::None => return None,
     };
     Some((name.to_string(), how.to_string()))
 }
@@ -245,18 +246,31 @@ fn mac_matches(mac: &[u8], candidates: &[Vec<u8>]) -> bool {
     bool::from(ok)
 }
 
-/// A header listing a timestamp and hex signatures, `t=…,v1=…,v1=…`
-/// (Stripe) or `ts=…;h1=…` (Paddle): the timestamp's text and every
-/// signature under `sig_key` (several during a rotation).
-fn timestamp_and_signatures<'a>(
-    value: &'a str,
+/// A header listing a timestamp and hex signatures of `{ts}{joiner}{body}`:
+/// Stripe's `Stripe-Signature: t=…,v1=…,v1=…` and Paddle's
+/// `Paddle-Signature: ts=…;h1=…` (several signatures during a rotation).
+struct ListedHeader {
+    /// As the senders' documentation spells it (header lookups ignore case).
+    name: &'static str,
     sep: char,
-    (ts_key, sig_key): (&str, &str),
-    name: &str,
-) -> Result<(&'a str, Vec<Vec<u8>>), VerifyError> {
+    ts_key: &'static str,
+    sig_key: &'static str,
+    joiner: &'static [u8],
+}
+
+fn verify_listed(
+    spec: &ListedHeader,
+    keys: &[Vec<u8>],
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+    tolerance: Duration,
+) -> Result<(), VerifyError> {
+    let (name, ts_key, sig_key) = (spec.name, spec.ts_key, spec.sig_key);
+    let value = header(headers, &name.to_ascii_lowercase())?;
     let mut ts = None;
     let mut sigs = Vec::new();
-    for item in value.split(sep) {
+    for item in value.split(spec.sep) {
         match item.trim().split_once('=') {
             Some((k, t)) if k == ts_key => ts = Some(t),
             Some((k, sig)) if k == sig_key => {
@@ -265,11 +279,13 @@ fn timestamp_and_signatures<'a>(
             _ => {} // other schemes and versions are ignored, as the senders' libraries do
         }
     }
-    let ts = ts.ok_or_else(|| VerifyError::Malformed(format!("{name} (no {ts_key}=)")))?;
+    let ts_text = ts.ok_or_else(|| VerifyError::Malformed(format!("{name} (no {ts_key}=)")))?;
+    let ts = parse_timestamp(ts_text, &format!("{name} {ts_key}"))?;
     if sigs.is_empty() {
         return Err(VerifyError::Malformed(format!("{name} (no {sig_key}=)")));
     }
-    Ok((ts, sigs))
+    any_matches(keys, &[ts_text.as_bytes(), spec.joiner, body], &sigs)?;
+    check_tolerance(ts, now, tolerance)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {

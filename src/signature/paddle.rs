@@ -2,9 +2,17 @@
 //! HMAC-SHA256 of `{ts}:{body}` under the notification destination's secret;
 //! during a rotation the header carries several `h1` entries.
 
-use super::{any_matches, check_tolerance, header, parse_timestamp, VerifyError};
+use super::{verify_listed, ListedHeader, VerifyError};
 use hyper::HeaderMap;
 use std::time::Duration;
+
+const SCHEME: ListedHeader = ListedHeader {
+    name: "Paddle-Signature",
+    sep: ';',
+    ts_key: "ts",
+    sig_key: "h1",
+    joiner: b":",
+};
 
 pub fn verify(
     keys: &[Vec<u8>],
@@ -13,12 +21,7 @@ pub fn verify(
     now: i64,
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let value = header(headers, "paddle-signature")?;
-    let (ts_text, sigs) =
-        super::timestamp_and_signatures(value, ';', ("ts", "h1"), "Paddle-Signature")?;
-    let ts = parse_timestamp(ts_text, "Paddle-Signature ts")?;
-    any_matches(keys, &[ts_text.as_bytes(), b":", body], &sigs)?;
-    check_tolerance(ts, now, tolerance)
+    verify_listed(&SCHEME, keys, headers, body, now, tolerance)
 }
 
 #[cfg(test)]

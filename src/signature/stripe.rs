@@ -2,9 +2,17 @@
 //! HMAC-SHA256 of `{t}.{body}` keyed with the whole `whsec_...` secret string.
 //! Several v1 entries appear while Stripe rolls a secret.
 
-use super::{any_matches, check_tolerance, header, parse_timestamp, VerifyError};
+use super::{verify_listed, ListedHeader, VerifyError};
 use hyper::HeaderMap;
 use std::time::Duration;
+
+const SCHEME: ListedHeader = ListedHeader {
+    name: "Stripe-Signature",
+    sep: ',',
+    ts_key: "t",
+    sig_key: "v1",
+    joiner: b".",
+};
 
 pub fn verify(
     keys: &[Vec<u8>],
@@ -13,13 +21,7 @@ pub fn verify(
     now: i64,
     tolerance: Duration,
 ) -> Result<(), VerifyError> {
-    let value = header(headers, "stripe-signature")?;
-    // v0 and future schemes are ignored, as Stripe's libraries do.
-    let (ts_text, candidates) =
-        super::timestamp_and_signatures(value, ',', ("t", "v1"), "Stripe-Signature")?;
-    let ts = parse_timestamp(ts_text, "Stripe-Signature t")?;
-    any_matches(keys, &[ts_text.as_bytes(), b".", body], &candidates)?;
-    check_tolerance(ts, now, tolerance)
+    verify_listed(&SCHEME, keys, headers, body, now, tolerance)
 }
 
 #[cfg(test)]
