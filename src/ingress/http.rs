@@ -406,16 +406,7 @@ impl Server {
 
 /// Checks for a JSON content type; returns whether it is the CloudEvents batch type.
 fn require_json(headers: &HeaderMap, cloudevents: bool) -> Result<bool, ApiError> {
-    let ct = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let (ct, essence) = media_type(headers);
     let batch = essence == "application/cloudevents-batch+json";
     let ok = essence == "application/json" || essence.ends_with("+json");
     if !ok {
@@ -438,9 +429,18 @@ fn require_json(headers: &HeaderMap, cloudevents: bool) -> Result<bool, ApiError
 
 /// Whether a webhook's body is a form (Twilio, Slack's slash commands).
 fn is_form(headers: &HeaderMap) -> bool {
-    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let essence = ct.and_then(|c| c.split(';').next()).unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    media_type(headers).1 == "application/x-www-form-urlencoded"
+}
+
+/// The request's content type as sent, and its media type without
+/// parameters, lowercased (`application/json; charset=utf-8` -> `application/json`).
+fn media_type(headers: &HeaderMap) -> (&str, String) {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    (ct, essence.to_ascii_lowercase())
 }
 
 /// A form body as the event's JSON `data`: each field a string, a field
