@@ -199,21 +199,14 @@ impl Contracts {
     /// Everything enforced, as `jetedge schemas` lists it: files first (they
     /// win), then the registry's newest version of each source and type.
     pub fn list(&self) -> Vec<Listed> {
-        let files = self.files.iter().map(|r| Listed {
-            source: r.source.clone(),
-            types: r.types.iter().map(TypeMatch::pattern).collect(),
-            on_violation: r.schema.on_violation,
-            dataschema: r.schema.dataschema.clone(),
-            origin: r.schema.origin.clone(),
+        let files = self.files.iter().map(|r| {
+            let types = r.types.iter().map(TypeMatch::pattern).collect();
+            Listed::of(&r.source, types, &r.schema)
         });
         let registry = self.registry.get();
-        let from_registry = registry.newest().map(|(source, type_, s)| Listed {
-            source: source.to_string(),
-            types: vec![type_.to_string()],
-            on_violation: s.on_violation,
-            dataschema: s.dataschema.clone(),
-            origin: s.origin.clone(),
-        });
+        let from_registry = registry
+            .newest()
+            .map(|(source, type_, s)| Listed::of(source, vec![type_.to_string()], s));
         files.chain(from_registry.collect::<Vec<_>>()).collect()
     }
 
@@ -241,6 +234,18 @@ pub struct Listed {
     pub on_violation: OnViolation,
     pub dataschema: String,
     pub origin: Origin,
+}
+
+impl Listed {
+    fn of(source: &str, types: Vec<String>, s: &Schema) -> Self {
+        Self {
+            source: source.to_string(),
+            types,
+            on_violation: s.on_violation,
+            dataschema: s.dataschema.clone(),
+            origin: s.origin.clone(),
+        }
+    }
 }
 
 /// The largest schema file read (a schema is a few KiB; this stops a

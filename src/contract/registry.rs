@@ -259,24 +259,18 @@ impl Watcher {
 
     /// Makes the copy exactly `current` (a full read of the bucket).
     fn replace(&self, current: BTreeMap<String, (u64, Vec<u8>)>) -> Result<(), PassError> {
-        let store_err = |e: crate::store::StoreError| PassError::Store(e.to_string());
         let held = self.store.cached_schemas(&self.bucket).map_err(store_err)?;
         for old in held.iter().filter(|c| !current.contains_key(&c.key)) {
             self.store
                 .cache_schema(&self.bucket, &old.key, None)
                 .map_err(store_err)?;
         }
+        let before = self.entries.get();
         let mut by_key = BTreeMap::new();
         let mut error = None;
         for (key, (revision, document)) in &current {
-            match compile(&self.bucket, key, *revision, document, self.on_violation) {
-                Ok(s) => {
-                    self.store
-                        .cache_schema(&self.bucket, key, Some((*revision, document)))
-                        .map_err(store_err)?;
-                    by_key.insert(key.clone(), s);
-                }
-                Err(e) => error = Some(self.refused(e)),
+            if let Some(e) = self.adopt(&mut by_key, &before, key, *revision, document)? {
+                error = Some(e);
             }
         }
         let state = State {
@@ -292,21 +286,16 @@ impl Watcher {
 
     /// One change from the watch: a put (compiled, kept) or a removal.
     async fn apply(&self, key: &str, value: Option<(u64, Vec<u8>)>) -> Result<(), PassError> {
-        let store_err = |e: crate::store::StoreError| PassError::Store(e.to_string());
         let current = self.entries.get();
         let mut by_key = current.by_key.clone();
         let mut state = current.state.clone();
         match value {
             Some((revision, document)) => {
-                match compile(&self.bucket, key, revision, &document, self.on_violation) {
-                    Ok(s) => {
-                        self.store
-                            .cache_schema(&self.bucket, key, Some((revision, &document)))
-                            .map_err(store_err)?;
-                        by_key.insert(key.to_string(), s);
-                        tracing::info!(bucket = %self.bucket, key, revision, "schema registry: entry in force");
+                match self.adopt(&mut by_key, &current, key, revision, &document)? {
+                    None => {
+                        tracing::info!(bucket = %self.bucket, key, revision, "schema registry: entry in force")
                     }
-                    Err(e) => state.last_error = Some(self.refused(e)),
+                    Some(e) => state.last_error = Some(e),
                 }
             }
             None => {
@@ -321,6 +310,38 @@ impl Watcher {
         self.entries.set(Entries::new(by_key, state));
         self.persist();
         Ok(())
+    }
+
+    /// Puts one entry of the bucket in force in `by_key`: the schema `held`
+    /// already has for this revision (compiled and kept in the store when
+    /// it came), else compiled now and kept. An entry that does not
+    /// compile is left out and its error returned.
+    fn adopt(
+        &self,
+        by_key: &mut BTreeMap<String, Arc<Schema>>,
+        held: &Entries,
+        key: &str,
+        revision: u64,
+        document: &[u8],
+    ) -> Result<Option<String>, PassError> {
+        let same = held
+            .by_key
+            .get(key)
+            .filter(|s| matches!(s.origin, Origin::Registry { revision: r, .. } if r == revision));
+        if let Some(s) = same {
+            by_key.insert(key.to_string(), s.clone());
+            return Ok(None);
+        }
+        match compile(&self.bucket, key, revision, document, self.on_violation) {
+            Ok(s) => {
+                self.store
+                    .cache_schema(&self.bucket, key, Some((revision, document)))
+                    .map_err(store_err)?;
+                by_key.insert(key.to_string(), s);
+                Ok(None)
+            }
+            Err(e) => Ok(Some(self.refused(e))),
+        }
     }
 
     /// An entry that does not compile is not enforced; its previous
@@ -350,9 +371,11 @@ impl Watcher {
 }
 
 fn now_text() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    crate::envelope::format_time(time::OffsetDateTime::now_utc())
+}
+
+fn store_err(e: crate::store::StoreError) -> PassError {
+    PassError::Store(e.to_string())
 }
 
 #[cfg(test)]
