@@ -146,8 +146,6 @@ struct Link {
     /// in the store.
     last_seq: u64,
     kept_seq: u64,
-    /// Whether the store says this run publishes ([`Store::in_doubt`]).
-    marked: bool,
 }
 
 /// What one pump has in flight and has read but not sent.
@@ -188,7 +186,6 @@ impl Forwarder {
             landed: HashSet::new(),
             last_seq: 0,
             kept_seq: 0,
-            marked: false,
         };
         let mut backoff = BACKOFF_MIN;
         let mut warned: Option<Instant> = None;
@@ -359,11 +356,9 @@ impl Forwarder {
         let mut done = Vec::with_capacity(REMOVE_BATCH);
         let mut failure: Option<ForwardError> = None;
         // A crash from here on may leave publishes unsettled: the mark is
-        // on disk (the sync below) before the first one goes out.
-        if !link.marked {
-            self.store.set_in_doubt(&self.cfg.stream, true)?;
-            link.marked = true;
-        }
+        // on disk (the sync below) before the first one goes out. (Pumps
+        // start on a connect or after a failure, so this write is rare.)
+        self.store.set_in_doubt(&self.cfg.stream, true)?;
         // Removals queued by an earlier pump are applied before the outbox
         // is read again, so nothing acknowledged is sent twice.
         self.store.sync().await?;
