@@ -121,29 +121,7 @@ pub async fn closed_loop(
     concurrency: usize,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Run {
-    let next = Arc::new(AtomicUsize::new(0));
-    let (cpu, started) = (cpu_seconds(), Instant::now());
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (requests, next, tls) = (requests.clone(), next.clone(), tls.clone());
-            tokio::spawn(async move {
-                let mut conn = Conn::open(addr, tls).await;
-                let mut latencies = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = requests.get(i) else {
-                        break;
-                    };
-                    let t = Instant::now();
-                    let status = conn.round_trip(request).await;
-                    latencies.push(t.elapsed());
-                    assert_eq!(status, 202, "request {i}");
-                }
-                latencies
-            })
-        })
-        .collect();
-    finish(workers, requests.len(), started, cpu).await
+    drive(addr, requests, concurrency, tls, None).await
 }
 
 /// `requests` sent at `rate` per second from `concurrency` connections:
@@ -155,24 +133,42 @@ pub async fn open_loop(
     concurrency: usize,
     rate: f64,
 ) -> Run {
+    drive(addr, requests, concurrency, None, Some(rate)).await
+}
+
+/// The workers of both: each takes the next request; with a `rate`, waits
+/// until it is due and times it from then, else sends it at once.
+async fn drive(
+    addr: std::net::SocketAddr,
+    requests: Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    rate: Option<f64>,
+) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let (cpu, started) = (cpu_seconds(), Instant::now());
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (requests, next) = (requests.clone(), next.clone());
+            let (requests, next, tls) = (requests.clone(), next.clone(), tls.clone());
             tokio::spawn(async move {
-                let mut conn = Conn::open(addr, None).await;
+                let mut conn = Conn::open(addr, tls).await;
                 let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(request) = requests.get(i) else {
                         break;
                     };
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
-                    tokio::time::sleep_until(due).await;
+                    let from = match rate {
+                        Some(r) => {
+                            let due = start + Duration::from_secs_f64(i as f64 / r);
+                            tokio::time::sleep_until(due).await;
+                            due
+                        }
+                        None => tokio::time::Instant::now(),
+                    };
                     let status = conn.round_trip(request).await;
-                    latencies.push(due.elapsed());
+                    latencies.push(from.elapsed());
                     assert_eq!(status, 202, "request {i}");
                 }
                 latencies
