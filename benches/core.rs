@@ -21,7 +21,9 @@
 //! `JETEDGE_BENCH_EVENTS` (default 200000) for (a) and (b),
 //! `JETEDGE_BENCH_REQUESTS` (default 100000) and `JETEDGE_BENCH_CONCURRENCY`
 //! (default 64) for (c); `JETEDGE_BENCH_ROUNDS` (default 3) for the turns
-//! (c), (k) and (l) take.
+//! (c), (k), (l), (n) and (o) take. `JETEDGE_BENCH_LINES` picks lines by
+//! letter (`JETEDGE_BENCH_LINES=cno` for the ingest comparison alone; (c)
+//! runs whenever any of (k), (l), (n), (o), (p) does).
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -75,12 +77,23 @@ async fn run() {
     let requests = support::setting::<usize>("JETEDGE_BENCH_REQUESTS", 100_000 / scale);
     let concurrency = support::setting::<usize>("JETEDGE_BENCH_CONCURRENCY", 64);
     let nats = NatsServer::start();
+    let lines = Lines::from_env();
     println!("jetedge core benchmark: events of {EVENT_SIZE} B, one local JetStream server (file storage)");
 
-    let a = bare_publisher(&nats, events).await;
-    println!("(a) bare async-nats JetStream publisher  {a:>10.0} events/s  ({events} events, window {WINDOW})");
-    let b = drain(&nats, events).await;
-    println!("(b) jetedge outbox drain                 {b:>10.0} events/s  ({events} events)");
+    let mut a = None;
+    if lines.any("ab") {
+        let server = server_cpu(&nats);
+        let bare = bare_publisher(&nats, events).await;
+        let server = server_cpu(&nats) - server;
+        println!(
+            "(a) bare async-nats JetStream publisher  {bare:>10.0} events/s  ({events} events, window {WINDOW}; nats-server CPU {:.0} ms per 1,000 events)",
+            server * 1e6 / events as f64
+        );
+        let b = drain(&nats, events).await;
+        println!("(b) jetedge outbox drain                 {b:>10.0} events/s  ({events} events)");
+        println!("ratio b/a = {:.2}  (target >= 0.80)", b / bare);
+        a = Some(bare);
+    }
     let load = Load {
         requests,
         concurrency,
@@ -88,6 +101,121 @@ async fn run() {
         tls: None,
         node: "",
     };
+    let mut c_rate = None;
+    if lines.any("cklnop") {
+        let rounds = support::setting::<usize>("JETEDGE_BENCH_ROUNDS", if full { 3 } else { 1 });
+        let c = compare_ingest(&nats, &load, rounds, &lines).await;
+        if let Some(a) = a {
+            println!("ratio c/a = {:.2}  (c target >= 20000 events/s)", c / a);
+        }
+        c_rate = Some(c);
+    }
+    if lines.any("p") {
+        let rate = c_rate.expect("(p) runs with (c)") / 2.0;
+        let half = open_loop_half(&nats, &load, rate).await;
+        println!(
+            "(p) ingest at half of (c), {:.0} events/s open loop: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (target p99 <= 5 ms)",
+            half.rate,
+            half.ms(0.5),
+            half.ms(0.99),
+            half.ms(0.999),
+            half.ms(1.0)
+        );
+    }
+    if lines.any("q") {
+        let fair = fairness(&nats, &load).await;
+        println!(
+            "(q) fairness: one source at full blast ({:.0} events/s) and nine at {SLOW_RATE:.0}/s each: the slow ones' p99 {:.2} ms (alone: {:.2} ms)",
+            fair.hot_rate, fair.slow_p99_ms, fair.alone_p99_ms
+        );
+    }
+    if lines.any("d") {
+        let d = ingest(&nats, &load, false, "").await;
+        println!(
+            "(d) the same ingest, forwarding paused   {:>10.0} events/s  (p50 {:.2} ms, p99 {:.2} ms)",
+            d.rate, d.p50_ms, d.p99_ms
+        );
+    }
+    if lines.any("j") {
+        let slow_events =
+            support::setting::<usize>("JETEDGE_BENCH_SLOW_EVENTS", 1_500 / scale.min(15));
+        let (j, share) = slow_drain(&nats, slow_events).await;
+        println!(
+            "(j) outbox drain over a 256 kbit/s link, 100 ms each way: {j:.0} B/s on the wire = {:.0}% of the link  ({slow_events} events; target >= 50%)",
+            share * 100.0
+        );
+    }
+    if lines.any("e") {
+        let p = pipeline::cost(events.min(50_000));
+        println!(
+            "(e) pipeline, 10 routes + 10 redaction rules, 1 KiB order with PII: {:.2} us/event (no rules: {:.2} us/event; target <= 8 us)",
+            p.with_rules_us, p.without_us
+        );
+    }
+    if lines.any("m") {
+        println!(
+            "(m) JSON Schema check of the same 1 KiB order (22 properties, patterns, formats): {:.2} us/event",
+            schema::cost(events.min(50_000))
+        );
+    }
+    if lines.any("f") {
+        let pii = Load {
+            requests,
+            concurrency,
+            body: pipeline::body,
+            tls: None,
+            node: "",
+        };
+        let off = ingest(&nats, &pii, true, "").await;
+        let on = ingest(&nats, &pii, true, pipeline::RULES).await;
+        println!(
+            "(f) ingest of the same PII orders, forwarding on: pipeline off {:.0} events/s, on {:.0} events/s (on/off = {:.2})",
+            off.rate,
+            on.rate,
+            on.rate / off.rate
+        );
+    }
+    if lines.any("ghi") {
+        let egress_events = support::setting::<usize>("JETEDGE_BENCH_EGRESS", 20_000 / scale);
+        let g = egress::rates(&nats, egress_events).await;
+        println!(
+            "(g) bare async-nats pull consumer (ack each)  {:>10.0} events/s  ({egress_events} events)",
+            g.bare
+        );
+        println!(
+            "(h) jetedge upstream -> site core subject     {:>10.0} events/s  (h/g = {:.2}, target >= 0.70)",
+            g.subject,
+            g.subject / g.bare
+        );
+        println!(
+            "(i) jetedge upstream -> signed webhook        {:>10.0} events/s  (i/g = {:.2}, target >= 0.45; receiver verifies each signature)",
+            g.webhook,
+            g.webhook / g.bare
+        );
+    }
+}
+
+/// The lines a run prints: `JETEDGE_BENCH_LINES` (letters, e.g. `cno`),
+/// or all of them.
+struct Lines(Option<String>);
+
+impl Lines {
+    fn from_env() -> Self {
+        Self(std::env::var("JETEDGE_BENCH_LINES").ok())
+    }
+
+    /// Whether any of `letters` is wanted.
+    fn any(&self, letters: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|wanted| letters.chars().any(|l| wanted.contains(l)))
+    }
+}
+
+/// (c) against (n), (o), (k) and (l), in turns; prints them and returns (c)'s rate.
+async fn compare_ingest(nats: &NatsServer, load: &Load, rounds: usize, lines: &Lines) -> f64 {
+    let requests = load.requests;
+    let concurrency = load.concurrency;
     let pki = TempDir::new("bench-tls");
     let ca = support::tls::Ca::new("bench CA");
     let (cert, key) = ca.server().write(pki.path(), "server");
@@ -105,32 +233,44 @@ async fn run() {
         node: AT_REST,
         ..load.clone()
     };
-    let rounds = support::setting::<usize>("JETEDGE_BENCH_ROUNDS", if full { 3 } else { 1 });
-    let targets = [
-        Target::Node(&load),
-        Target::Node(&over_tls),
-        Target::Node(&sealed),
-        Target::Server(ceiling::Kind::Ceiling, &load),
-        Target::Server(ceiling::Kind::Prototype, &load),
-    ];
-    let best = best_of(&nats, &targets, rounds).await;
-    let [c, k, l, ceil, proto] = <[IngestFigures; 5]>::try_from(best)
-        .ok()
-        .expect("five lines");
+    let mut targets = vec![('c', Target::Node(load))];
+    for (letter, target) in [
+        ('k', Target::Node(&over_tls)),
+        ('l', Target::Node(&sealed)),
+        ('n', Target::Server(ceiling::Kind::Ceiling, load)),
+        ('o', Target::Server(ceiling::Kind::Prototype, load)),
+    ] {
+        if lines.any(&letter.to_string()) {
+            targets.push((letter, target));
+        }
+    }
+    let best = best_of(nats, &targets, rounds).await;
+    let figures = |letter| {
+        targets
+            .iter()
+            .position(|(l, _)| *l == letter)
+            .map(|i| &best[i])
+    };
+    let c = figures('c').expect("(c) always runs");
+    if let Some(ceil) = figures('n') {
+        println!(
+            "(n) ceiling: bare hyper, the same HMAC and JSON, no disk  {:>8.0} events/s  (CPU {:.0} ms per 1,000 events)",
+            ceil.rate,
+            ceil.cpu_per_1000 * 1e3
+        );
+    }
+    if let Some(proto) = figures('o') {
+        println!(
+            "(o) naive prototype: (n) + sled insert + group fdatasync  {:>8.0} events/s  (CPU {:.0} ms per 1,000 events)",
+            proto.rate,
+            proto.cpu_per_1000 * 1e3
+        );
+    }
     println!(
-        "(n) ceiling: bare hyper, the same HMAC and JSON, no disk  {:>8.0} events/s  (CPU {:.0} ms per 1,000 events)",
-        ceil.rate,
-        ceil.cpu_per_1000 * 1e3
-    );
-    println!(
-        "(o) naive prototype: (n) + sled insert + group fdatasync  {:>8.0} events/s  (CPU {:.0} ms per 1,000 events)",
-        proto.rate,
-        proto.cpu_per_1000 * 1e3
-    );
-    println!(
-        "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on; best of {rounds}; CPU {:.0} ms per 1,000 events)",
+        "(c) jetedge signed-webhook ingest        {:>10.0} events/s  ({requests} requests, {concurrency} keep-alive connections, forwarding on; best of {rounds}; CPU {:.0} ms per 1,000 events, nats-server {:.0} ms)",
         c.rate,
-        c.cpu_per_1000 * 1e3
+        c.cpu_per_1000 * 1e3,
+        c.server_cpu_per_1000 * 1e3
     );
     println!(
         "    ingest latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -140,97 +280,28 @@ async fn run() {
         "    forwarding of (c) finished {:.2} s after the last request",
         c.drain_after_s
     );
-    println!(
-        "ratio c/ceiling = {:.2} (target >= 0.50); c/prototype = {:.2} (target > 1)",
-        c.rate / ceil.rate,
-        c.rate / proto.rate
-    );
-    let half = open_loop_half(&nats, &load, c.rate / 2.0).await;
-    println!(
-        "(p) ingest at half of (c), {:.0} events/s open loop: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms (target p99 <= 5 ms)",
-        half.rate,
-        half.ms(0.5),
-        half.ms(0.99),
-        half.ms(0.999),
-        half.ms(1.0)
-    );
-    let fair = fairness(&nats, &load).await;
-    println!(
-        "(q) fairness: one source at full blast ({:.0} events/s) and nine at {SLOW_RATE:.0}/s each: the slow ones' p99 {:.2} ms (alone: {:.2} ms)",
-        fair.hot_rate, fair.slow_p99_ms, fair.alone_p99_ms
-    );
-    let d = ingest(&nats, &load, false, "").await;
-    println!(
-        "(d) the same ingest, forwarding paused   {:>10.0} events/s  (p50 {:.2} ms, p99 {:.2} ms)",
-        d.rate, d.p50_ms, d.p99_ms
-    );
-    println!(
-        "(k) the same ingest over TLS (rustls)    {:>10.0} events/s  (k/c = {:.2}, target >= 0.80; p50 {:.2} ms, p99 {:.2} ms)",
-        k.rate,
-        k.rate / c.rate,
-        k.p50_ms,
-        k.p99_ms
-    );
-    println!(
-        "(l) the same ingest, encryption at rest  {:>10.0} events/s  (l/c = {:.2}, target >= 0.90; p50 {:.2} ms, p99 {:.2} ms)",
-        l.rate,
-        l.rate / c.rate,
-        l.p50_ms,
-        l.p99_ms
-    );
-    let slow_events = support::setting::<usize>("JETEDGE_BENCH_SLOW_EVENTS", 1_500 / scale.min(15));
-    let (j, share) = slow_drain(&nats, slow_events).await;
-    println!(
-        "(j) outbox drain over a 256 kbit/s link, 100 ms each way: {j:.0} B/s on the wire = {:.0}% of the link  ({slow_events} events; target >= 50%)",
-        share * 100.0
-    );
-    println!("ratio b/a = {:.2}  (target >= 0.70)", b / a);
-    println!(
-        "ratio c/a = {:.2}  (c target >= 20000 events/s)",
-        c.rate / a
-    );
-
-    let p = pipeline::cost(events.min(50_000));
-    println!(
-        "(e) pipeline, 10 routes + 10 redaction rules, 1 KiB order with PII: {:.2} us/event (no rules: {:.2} us/event; target < 20 us)",
-        p.with_rules_us, p.without_us
-    );
-    println!(
-        "(m) JSON Schema check of the same 1 KiB order (22 properties, patterns, formats): {:.2} us/event",
-        schema::cost(events.min(50_000))
-    );
-    let pii = Load {
-        requests,
-        concurrency,
-        body: pipeline::body,
-        tls: None,
-        node: "",
-    };
-    let off = ingest(&nats, &pii, true, "").await;
-    let on = ingest(&nats, &pii, true, pipeline::RULES).await;
-    println!(
-        "(f) ingest of the same PII orders, forwarding on: pipeline off {:.0} events/s, on {:.0} events/s (on/off = {:.2})",
-        off.rate,
-        on.rate,
-        on.rate / off.rate
-    );
-
-    let egress_events = support::setting::<usize>("JETEDGE_BENCH_EGRESS", 20_000 / scale);
-    let g = egress::rates(&nats, egress_events).await;
-    println!(
-        "(g) bare async-nats pull consumer (ack each)  {:>10.0} events/s  ({egress_events} events)",
-        g.bare
-    );
-    println!(
-        "(h) jetedge upstream -> site core subject     {:>10.0} events/s  (h/g = {:.2})",
-        g.subject,
-        g.subject / g.bare
-    );
-    println!(
-        "(i) jetedge upstream -> signed webhook        {:>10.0} events/s  (i/g = {:.2}; receiver verifies each signature)",
-        g.webhook,
-        g.webhook / g.bare
-    );
+    if let (Some(ceil), Some(proto)) = (figures('n'), figures('o')) {
+        println!(
+            "ratio c/ceiling = {:.2} (target >= 0.50); c/prototype = {:.2} (target > 1)",
+            c.rate / ceil.rate,
+            c.rate / proto.rate
+        );
+    }
+    for (letter, name, target) in [
+        ('k', "over TLS (rustls)   ", 0.8),
+        ('l', "encryption at rest  ", 0.9),
+    ] {
+        if let Some(f) = figures(letter) {
+            println!(
+                "({letter}) the same ingest, {name} {:>10.0} events/s  ({letter}/c = {:.2}, target >= {target:.2}; p50 {:.2} ms, p99 {:.2} ms)",
+                f.rate,
+                f.rate / c.rate,
+                f.p50_ms,
+                f.p99_ms
+            );
+        }
+    }
+    c.rate
 }
 
 /// The shape of an ingest run.
@@ -399,6 +470,8 @@ struct IngestFigures {
     max_ms: f64,
     drain_after_s: f64,
     cpu_per_1000: f64,
+    /// nats-server's CPU per 1,000 events, the forwarding included.
+    server_cpu_per_1000: f64,
 }
 
 impl IngestFigures {
@@ -410,6 +483,7 @@ impl IngestFigures {
             max_ms: run.ms(1.0),
             drain_after_s,
             cpu_per_1000: run.cpu_per_1000,
+            server_cpu_per_1000: 0.0,
         }
     }
 }
@@ -424,12 +498,16 @@ enum Target<'a> {
 /// The lines compared with each other: they run in turns, each round in
 /// a rotated order, and each keeps its best round, so the host's drift
 /// during the run does not fall on one of them.
-async fn best_of(nats: &NatsServer, targets: &[Target<'_>], rounds: usize) -> Vec<IngestFigures> {
+async fn best_of(
+    nats: &NatsServer,
+    targets: &[(char, Target<'_>)],
+    rounds: usize,
+) -> Vec<IngestFigures> {
     let mut best: Vec<Option<IngestFigures>> = targets.iter().map(|_| None).collect();
     for round in 0..rounds {
         for i in 0..targets.len() {
             let v = (round + i) % targets.len();
-            let f = match &targets[v] {
+            let f = match &targets[v].1 {
                 Target::Node(load) => ingest(nats, load, true, "").await,
                 Target::Server(kind, load) => against(*kind, load).await,
             };
@@ -469,13 +547,24 @@ async fn ingest(nats: &NatsServer, load: &Load, forwarding: bool, rules: &str) -
     node.pause_forwarding(!forwarding);
     let tls = load.tls.as_ref().map(|(_, client)| client.clone());
     let requests = requests_for(load, "shop");
+    let server_cpu_at_start = server_cpu(nats);
     let run = load::closed_loop(node.ingress_addr, requests, load.concurrency, tls).await;
     let sent_at = Instant::now();
     node.pause_forwarding(false);
     wait_drained(&node).await;
     let drain_after_s = sent_at.elapsed().as_secs_f64();
+    let server_cpu = server_cpu(nats) - server_cpu_at_start;
     node.shutdown().await;
-    IngestFigures::of(&run, drain_after_s)
+    IngestFigures {
+        server_cpu_per_1000: server_cpu * 1000.0 / load.requests as f64,
+        ..IngestFigures::of(&run, drain_after_s)
+    }
+}
+
+/// nats-server's CPU seconds so far.
+fn server_cpu(nats: &NatsServer) -> f64 {
+    nats.pid()
+        .map_or(0.0, |pid| load::cpu_seconds_of(&pid.to_string()))
 }
 
 /// (n) and (o): the same load against a ceiling server.

@@ -98,18 +98,22 @@ impl Run {
 
 /// This process's CPU time so far (user + system), from /proc.
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th of them.
+    cpu_seconds_of("self")
+}
+
+/// The CPU time so far (user + system) of process `pid` ("self" for this one).
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces), counted
+    // by position (some are negative or letters): utime and stime are the
+    // 12th and 13th of them.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    f.get(10)
-        .zip(f.get(11))
+    ticks(11)
+        .zip(ticks(12))
         .map_or(0.0, |(u, s)| (u + s) as f64 / tick)
 }
 
