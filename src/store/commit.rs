@@ -1,12 +1,13 @@
 //! The committer: the one thread that writes new events and flushes.
 //!
 //! Requests queue on a bounded channel; the committer takes everything
-//! queued (a group), writes its new events as one outbox batch (one key per
-//! group, see `record.rs`) and its idempotency keys as one sled batch,
-//! flushes once, fdatasyncs the database file once, and only then answers
-//! every waiter.
-//! Under load the groups grow by themselves, so durability costs one flush
-//! per group, not one per request. It is a plain thread because sled's flush
+//! queued (a group), appends its new events, with their idempotency keys,
+//! to the outbox log and fdatasyncs it once, and only then answers every
+//! waiter. Sled's own writes (the outbox head, marks) are flushed with the
+//! group when someone needs them durable, else with a later group (see
+//! `Committer::needs_flush`).
+//! Under load the groups grow by themselves, so durability costs one
+//! fdatasync per group, not one per request. It is a plain thread because sled's flush
 //! blocks, and one flusher is what sled 0.34 needs (concurrent
 //! `flush_async` calls deadlock there).
 
@@ -26,6 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_GROUP: usize = 2048;
 /// Most events in one outbox value, so the forwarder reads bounded chunks.
 const MAX_BATCH_EVENTS: usize = 512;
+/// Longest time sled's own writes (the outbox head, the applied mark) wait
+/// for a flush while every group has events to answer; see `needs_flush`.
+const MAX_DEFER: std::time::Duration = std::time::Duration::from_millis(200);
 /// Keeps a full sled leaf (up to 17 values) under sled's blob threshold
 /// (a quarter of the 8 MiB segment): sled does not sync blob files itself.
 const MAX_BATCH_BYTES: usize = 64 << 10;
@@ -56,6 +60,9 @@ pub(super) struct Committer {
     /// Events appended since the keys were last written out: the replay a
     /// restart would do is bounded by writing them out every `FLUSH_KEYS`.
     since_flush: usize,
+    /// Sled writes that no flush covers yet, since when, and the head
+    /// among them (its forwarded segments go only once it is durable).
+    deferred: Option<(std::time::Instant, Option<Pos>)>,
 }
 
 impl Committer {
@@ -71,6 +78,7 @@ impl Committer {
             space,
             keys,
             since_flush: 0,
+            deferred: None,
         })
     }
 
@@ -262,7 +270,19 @@ impl Committer {
         if self.keys.pending() >= FLUSH_KEYS || self.since_flush >= FLUSH_KEYS {
             self.flush_keys(now)?;
         }
-        self.durable()?;
+        if self.needs_flush(&w.syncs, w.persists.is_empty(), marked, head) {
+            self.durable()?;
+            let head = head.or(self.deferred.take().and_then(|(_, h)| h));
+            if let Some(head) = head {
+                self.delete_forwarded(head, now)?;
+            }
+        } else {
+            let since = self
+                .deferred
+                .map_or_else(std::time::Instant::now, |(t, _)| t);
+            let pending = head.or(self.deferred.and_then(|(_, h)| h));
+            self.deferred = Some((since, pending));
+        }
         if events > 0 {
             let inner = &self.inner;
             inner
@@ -273,16 +293,6 @@ impl Committer {
         self.inner
             .disk_full
             .store(self.space.is_full(), Ordering::Relaxed);
-        if let Some(head) = head {
-            // Forwarded segments go only once the head past them is durable,
-            // and once the keys of their records are in a run (the records
-            // are where a restart would read them back from).
-            let deleting = self.inner.log.deletes_through(head);
-            if deleting.is_some_and(|last| self.keys.through() < last) {
-                self.flush_keys(now)?;
-            }
-            self.inner.log.delete_before(head)?;
-        }
         if events > 0 {
             self.inner.new_data.notify_one();
         }
@@ -290,6 +300,45 @@ impl Committer {
             self.inner.local_first_gen.send_modify(|g| *g += 1);
         }
         Ok(())
+    }
+
+    /// Whether this group flushes sled and fdatasyncs its file. The events
+    /// are durable without it (the outbox log is synced on append, and a
+    /// restart takes their keys and marks back from there), so a group
+    /// whose waiters need nothing of sled leaves its writes to a later
+    /// flush, for at most [`MAX_DEFER`]: with ingest coming in, that halves
+    /// the syncs a group waits for. A group flushes when someone asked
+    /// (`syncs`), when it answers no new event (a removal alone: nobody
+    /// waits, and it must not stay unflushed while the node is idle), when
+    /// it wrote local-first marks (their deliveries delete them from sled),
+    /// and when forwarded segments can go (only past a durable head). A
+    /// removal that a crash then loses sends its batches again, which the
+    /// stream refuses as duplicates (`Nats-Msg-Id`, and the landed check
+    /// after a crash).
+    fn needs_flush(
+        &self,
+        syncs: &[Reply<()>],
+        no_events: bool,
+        marked: bool,
+        head: Option<Pos>,
+    ) -> bool {
+        let overdue = self
+            .deferred
+            .is_some_and(|(since, _)| since.elapsed() >= MAX_DEFER);
+        let head = head.or(self.deferred.and_then(|(_, h)| h));
+        let deletes = head.is_some_and(|h| self.inner.log.deletes_through(h).is_some());
+        !syncs.is_empty() || no_events || marked || overdue || deletes
+    }
+
+    /// Deletes the forwarded segments before a durable `head`, once the
+    /// keys of their records are in a run (the records are where a restart
+    /// would read them back from).
+    fn delete_forwarded(&mut self, head: Pos, now: u64) -> Result<(), StoreError> {
+        let deleting = self.inner.log.deletes_through(head);
+        if deleting.is_some_and(|last| self.keys.through() < last) {
+            self.flush_keys(now)?;
+        }
+        self.inner.log.delete_before(head)
     }
 
     /// Writes the keys in memory out as a run covering every record

@@ -402,6 +402,38 @@ async fn a_removal_is_flushed_and_synced_without_anyone_asking() {
 }
 
 #[tokio::test]
+async fn groups_of_new_events_leave_sleds_flush_to_later_and_a_sync_still_flushes() {
+    let dir = tempdir("deferred-flush");
+    let store = open(&cfg(&dir));
+    let flushes = store.flushes();
+    for i in 0..20 {
+        let out = store
+            .persist(vec![event(Some(&format!("k{i}")), &format!("e{i}"), 100)])
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Accepted]);
+    }
+    // Each answer waited for the outbox log's fdatasync, not for sled's.
+    assert!(
+        store.flushes() - flushes < 5,
+        "{} sled flushes for 20 groups",
+        store.flushes() - flushes
+    );
+    let before_sync = store.flushes();
+    store.sync().await.unwrap();
+    assert_eq!(store.flushes(), before_sync + 1, "a sync flushes at once");
+    store.close().await;
+    let store = open(&cfg(&dir));
+    assert_eq!(store.backlog().0, 20);
+    let out = store
+        .persist(vec![event(Some("k7"), "again", 100)])
+        .await
+        .unwrap();
+    assert!(matches!(&out[0], Outcome::Duplicate { .. }), "{out:?}");
+    store.close().await;
+}
+
+#[tokio::test]
 async fn keys_not_yet_written_out_come_back_from_the_log_after_a_crash() {
     let dir = tempdir("unapplied");
     let store = open(&cfg(&dir));
