@@ -203,6 +203,8 @@ impl Committer {
         }
         // Requests still queued are dropped with `rx`: their callers see `Closed`.
         drop(rx);
+        // A stopped store leaves no dead file behind.
+        self.inner.log.settle_deletions();
         if let Some(reply) = stop {
             let _ = reply.send(());
         }
@@ -275,6 +277,10 @@ impl Committer {
             let head = head.or(self.deferred.take().and_then(|(_, h)| h));
             if let Some(head) = head {
                 self.delete_forwarded(head, now)?;
+            }
+            if !w.syncs.is_empty() {
+                // Whoever asked sees the space of what was forwarded back.
+                self.inner.log.settle_deletions();
             }
         } else {
             let since = self

@@ -22,6 +22,7 @@
 //!
 //! Owned by the committer thread: the only reader and writer.
 
+use super::reaper::Reaper;
 use super::StoreError;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -111,10 +112,12 @@ pub struct Keys {
     table: BTreeMap<Hash, Slot>,
     /// Oldest first.
     runs: Vec<Run>,
+    /// Deletes expired and merged runs off the committer's thread.
+    reaper: Reaper,
 }
 
 impl Keys {
-    pub fn open(dir: &Path) -> Result<Keys, StoreError> {
+    pub fn open(dir: &Path, reaper: Reaper) -> Result<Keys, StoreError> {
         std::fs::create_dir_all(dir)?;
         let mut runs = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -131,6 +134,7 @@ impl Keys {
             dir: dir.to_path_buf(),
             table: BTreeMap::new(),
             runs,
+            reaper,
         })
     }
 
@@ -182,7 +186,7 @@ impl Keys {
             .into_iter()
             .partition(|r| r.max_expiry > now || r.through == newest);
         for r in dead {
-            std::fs::remove_file(&r.path)?;
+            self.reaper.delete(r.path);
         }
         self.runs = live;
         Ok(())
@@ -218,7 +222,7 @@ impl Keys {
         kept.sort_by_key(|r| r.through);
         self.runs = kept;
         for run in inputs.into_iter().filter(|r| r.path != path) {
-            std::fs::remove_file(&run.path)?;
+            self.reaper.delete(run.path);
         }
         Ok(())
     }
@@ -365,7 +369,7 @@ mod tests {
     #[test]
     fn keys_are_found_in_memory_in_runs_and_after_a_reopen_until_they_expire() {
         let d = dir("find");
-        let mut k = Keys::open(&d).unwrap();
+        let mut k = Keys::open(&d, Reaper::start().unwrap()).unwrap();
         for n in 0..10_000u32 {
             k.insert(
                 hash(&n.to_le_bytes()),
@@ -380,7 +384,7 @@ mod tests {
         assert_eq!(k.pending(), 0);
         k.insert(hash(b"fresh"), Slot::new(5_000, &id(99_999)).unwrap());
         drop(k);
-        let k = Keys::open(&d).unwrap();
+        let k = Keys::open(&d, Reaper::start().unwrap()).unwrap();
         assert_eq!(k.through(), 42);
         for n in [0u32, 1, 101, 5_000, 9_999] {
             assert_eq!(
@@ -403,17 +407,18 @@ mod tests {
     fn small_runs_are_merged_so_their_number_stays_bounded() {
         // A node that catches up often flushes a few keys at a time.
         let d = dir("merge");
-        let mut k = Keys::open(&d).unwrap();
+        let mut k = Keys::open(&d, Reaper::start().unwrap()).unwrap();
         for n in 0..200u32 {
             k.insert(hash(&n.to_le_bytes()), Slot::new(10_000, &id(n)).unwrap());
             if n % 3 == 2 {
                 k.flush(n as u64, 0).unwrap();
             }
         }
+        k.reaper.settle();
         let files = std::fs::read_dir(&d).unwrap().count();
         assert!(files < MERGE_AT, "{files} run files for 66 flushes");
         drop(k);
-        let k = Keys::open(&d).unwrap();
+        let k = Keys::open(&d, Reaper::start().unwrap()).unwrap();
         assert_eq!(k.through(), 197);
         for n in [0u32, 1, 100, 197] {
             assert_eq!(k.lookup(&hash(&n.to_le_bytes()), 0).unwrap(), Some(id(n)));
@@ -424,7 +429,7 @@ mod tests {
     #[test]
     fn a_clock_that_jumps_back_still_finds_recent_keys() {
         let d = dir("clock");
-        let mut k = Keys::open(&d).unwrap();
+        let mut k = Keys::open(&d, Reaper::start().unwrap()).unwrap();
         let hour = 3_600_000u64;
         let t = 1_000 * hour;
         k.insert(hash(b"in-run"), Slot::new(t + 24 * hour, &id(1)).unwrap());
@@ -445,12 +450,13 @@ mod tests {
     #[test]
     fn expired_runs_are_deleted_and_the_newest_is_kept_for_its_mark() {
         let d = dir("expire");
-        let mut k = Keys::open(&d).unwrap();
+        let mut k = Keys::open(&d, Reaper::start().unwrap()).unwrap();
         k.insert(hash(b"a"), Slot::new(100, &id(1)).unwrap());
         k.flush(1, 0).unwrap();
         k.insert(hash(b"b"), Slot::new(200, &id(2)).unwrap());
         k.flush(2, 0).unwrap();
         k.flush(3, 150).unwrap();
+        k.reaper.settle();
         let runs = std::fs::read_dir(&d).unwrap().count();
         assert_eq!(
             runs, 2,
@@ -458,6 +464,7 @@ mod tests {
         );
         assert_eq!(k.lookup(&hash(b"b"), 150).unwrap(), Some(id(2)));
         k.flush(4, 300).unwrap();
+        k.reaper.settle();
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         assert_eq!(k.through(), 4);
     }

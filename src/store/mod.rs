@@ -33,6 +33,7 @@ mod meta;
 mod outbox;
 mod parked;
 mod read;
+mod reaper;
 mod record;
 mod schemas;
 mod seal;
@@ -248,7 +249,8 @@ impl Store {
         let db = std::thread::scope(|s| s.spawn(|| config.open()).join())
             .map_err(|_| StoreError::Failed("opening sled panicked".into()))??;
         drop_old_key_trees(&db)?;
-        let keys = keys::Keys::open(&cfg.data_dir.join("keys"))?;
+        let reaper = reaper::Reaper::start()?;
+        let keys = keys::Keys::open(&cfg.data_dir.join("keys"), reaper.clone())?;
         // Records whose keys are in no run, or whose marks are not in sled,
         // are read back at open.
         let replay_after = keys.through().min(meta::applied(&db)?);
@@ -257,6 +259,7 @@ impl Store {
             meta::head(&db)?,
             replay_after,
             cfg.fsync,
+            reaper,
         )?;
         let inner = Arc::new(Inner {
             seal,
@@ -318,7 +321,8 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Flushes removals and anything else not yet on disk.
+    /// Flushes removals and anything else not yet on disk, and deletes
+    /// the files of forwarded segments.
     pub async fn sync(&self) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
         self.requests

@@ -22,6 +22,7 @@
 //! Owned by the committer (the only writer, and the one that moves the
 //! head and deletes segments); any task may read up to the durable tail.
 
+use super::reaper::Reaper;
 use super::StoreError;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -100,6 +101,8 @@ pub struct Outbox {
     writer: Mutex<Option<(u64, File)>>,
     /// fdatasync each append (`node.fsync`).
     sync: bool,
+    /// Deletes forwarded segments off the committer's thread.
+    reaper: Reaper,
 }
 
 /// What `open` found: the log, and where the records whose extras may not
@@ -128,6 +131,7 @@ impl Outbox {
         head: Option<(u64, Pos, u64)>,
         applied: u64,
         sync: bool,
+        reaper: Reaper,
     ) -> Result<Recovered, StoreError> {
         std::fs::create_dir_all(dir)?;
         let mut segments = BTreeMap::new();
@@ -149,6 +153,7 @@ impl Outbox {
             ends: Mutex::new(Ends::default()),
             writer: Mutex::new(None),
             sync,
+            reaper,
         };
         let (unapplied, last) = outbox.recover(head, applied)?;
         Ok(Recovered {
@@ -518,6 +523,12 @@ impl Outbox {
         Some(next.unwrap_or(ends.next_seq).saturating_sub(1))
     }
 
+    /// Waits until the files of deleted segments (and any other file given
+    /// to the reaper) are gone.
+    pub fn settle_deletions(&self) {
+        self.reaper.settle();
+    }
+
     /// Segments wholly before `head`, other than the one being written.
     fn deletable(&self, head: Pos) -> Vec<u64> {
         let tail_segment = self.ends().tail.segment;
@@ -547,11 +558,7 @@ impl Outbox {
             };
         }
         for s in self.deletable(head) {
-            match std::fs::remove_file(self.path(s)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.reaper.delete(self.path(s));
             self.lock_segments().remove(&s);
         }
         Ok(())
@@ -623,6 +630,10 @@ mod tests {
         }
     }
 
+    fn reaper() -> Reaper {
+        Reaper::start().unwrap()
+    }
+
     fn dir(name: &str) -> crate::testdir::TestDir {
         crate::testdir::TestDir::new(&format!("outbox-{name}"))
     }
@@ -630,7 +641,7 @@ mod tests {
     #[test]
     fn records_come_back_in_order_across_a_reopen_and_a_torn_end_is_cut() {
         let d = dir("order");
-        let o = Outbox::open(&d, None, 0, true).unwrap().outbox;
+        let o = Outbox::open(&d, None, 0, true, reaper()).unwrap().outbox;
         let written = o.append(vec![batch(1), batch(2)]).unwrap();
         o.append(vec![batch(3)]).unwrap();
         assert_eq!(written[0].0, 1);
@@ -644,7 +655,7 @@ mod tests {
         f.write_all_at(&MAGIC.to_le_bytes(), tail.offset).unwrap();
         drop(o);
 
-        let r = Outbox::open(&d, None, 1, true).unwrap();
+        let r = Outbox::open(&d, None, 1, true, reaper()).unwrap();
         let o = r.outbox;
         let mut replayed = Vec::new();
         let last = o
@@ -673,7 +684,7 @@ mod tests {
     #[test]
     fn forwarded_segments_are_deleted_whole_and_the_head_survives_a_reopen() {
         let d = dir("segments");
-        let o = Outbox::open(&d, None, 0, true).unwrap().outbox;
+        let o = Outbox::open(&d, None, 0, true, reaper()).unwrap().outbox;
         let big = |n| NewBatch {
             events: 1,
             batch: vec![n; 4 << 20],
@@ -691,8 +702,11 @@ mod tests {
         assert!(left <= 2, "{left} segments left");
         assert_eq!(o.backlog().0, 2);
         assert!(o.backlog().1 < 9 << 20);
+        o.reaper.settle();
+        let files = std::fs::read_dir(&d).unwrap().count();
+        assert_eq!(files, left, "the deleted segments' files are gone");
         drop(o);
-        let o = Outbox::open(&d, Some((seq + 1, end, 8)), 10, true)
+        let o = Outbox::open(&d, Some((seq + 1, end, 8)), 10, true, reaper())
             .unwrap()
             .outbox;
         assert_eq!(o.backlog().0, 2);

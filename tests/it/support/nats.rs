@@ -232,11 +232,26 @@ pub async fn read_stream(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let stream = js.get_stream(stream).await.unwrap();
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
+    // A cluster that just lost or got back a server may time out API
+    // requests while it elects leaders: ask again for a while.
+    let (stream, consumer) = loop {
+        let opened = async {
+            let s = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+            let c = s
+                .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((s, c))
+        };
+        match opened.await {
+            Ok(sc) => break sc,
+            Err(e) if tokio::time::Instant::now() < deadline + Duration::from_secs(30) => {
+                eprintln!("reading stream {stream}: {e}; asking again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("reading stream {stream}: {e}"),
+        }
+    };
     let total = stream.cached_info().state.messages as usize;
     let mut messages = consumer.messages().await.unwrap();
     let mut out = Vec::with_capacity(total);
