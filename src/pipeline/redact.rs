@@ -114,8 +114,8 @@ impl Redactor {
     /// by `COUNTED[k]`.
     ///
     /// Path rules run first, in order; then one walk over the payload runs
-    /// every whole-payload detector rule on each string, so a string's
-    /// shape is computed once for all of them.
+    /// every whole-payload detector rule on each string, in one pass per
+    /// string (see [`redact_string`]).
     pub fn apply(&self, source: &str, env: &mut Envelope, counts: &mut [u64; COUNTED.len()]) {
         let Some(data) = env.data.as_mut() else {
             return;
@@ -136,7 +136,10 @@ impl Redactor {
         }
         for (what, at) in hits {
             counts[COUNTED.iter().position(|c| *c == what).unwrap_or(0)] += 1;
-            let entry = format!("{what}:{at}");
+            let mut entry = String::with_capacity(what.len() + 1 + at.len());
+            entry.push_str(what);
+            entry.push(':');
+            entry.push_str(&at);
             if !env.redacted.contains(&entry) {
                 env.redacted.push(entry);
             }
@@ -144,20 +147,55 @@ impl Redactor {
     }
 }
 
+/// Replaces in `s` what the detectors of `rules` find, in one pass: every
+/// detector looks at the value as sent (its shape computed once), where
+/// two spans overlap the earlier rule's (then detector's) claim wins, and
+/// the string is rebuilt once. Each rule's detectors that fired are one
+/// hit each, in rule order.
+fn redact_string(
+    rules: &[&Rule],
+    s: &mut String,
+    at: &str,
+    hits: &mut Vec<(&'static str, String)>,
+) {
+    let shape = Shape::of(s);
+    let mut spans: Vec<(usize, usize, usize, &Detector)> = Vec::new();
+    for (r, rule) in rules.iter().enumerate() {
+        for d in &rule.detectors {
+            for (a, b) in d.find(s, &shape) {
+                if spans.iter().all(|&(x, y, _, _)| b <= x || a >= y) {
+                    spans.push((a, b, r, d));
+                }
+            }
+        }
+    }
+    if spans.is_empty() {
+        return;
+    }
+    spans.sort_by_key(|&(a, ..)| a);
+    let mut out = String::with_capacity(s.len());
+    let mut fired: Vec<(usize, &'static str)> = Vec::new();
+    let mut last = 0;
+    for &(a, b, r, d) in &spans {
+        out.push_str(&s[last..a]);
+        out.push_str(&rules[r].replace(&s[a..b], d));
+        last = b;
+        if !fired.contains(&(r, d.name())) {
+            fired.push((r, d.name()));
+        }
+    }
+    out.push_str(&s[last..]);
+    *s = out;
+    // Stable: within a rule, detectors stay in the order they first fired.
+    fired.sort_by_key(|&(r, _)| r);
+    hits.extend(fired.into_iter().map(|(_, n)| (n, at.to_string())));
+}
+
 /// Runs the detectors of `rules` over every string under `v`.
 fn scan(rules: &[&Rule], v: &mut Value, at: &mut String, hits: &mut Vec<(&'static str, String)>) {
     let len = at.len();
     match v {
-        Value::String(s) => {
-            let mut shape = Shape::of(s);
-            for rule in rules {
-                if let Some((replaced, names)) = rule.redact_text(s, &shape) {
-                    *s = replaced;
-                    shape = Shape::of(s);
-                    hits.extend(names.into_iter().map(|n| (n, at.clone())));
-                }
-            }
-        }
+        Value::String(s) => redact_string(rules, s, at, hits),
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
                 push_token(at, k);
@@ -284,36 +322,6 @@ impl Rule {
         })
     }
 
-    /// `s` with every detected span replaced, and the detectors that fired;
-    /// `None` when nothing was found (the common case: no allocation).
-    fn redact_text(&self, s: &str, shape: &Shape) -> Option<(String, Vec<&'static str>)> {
-        let mut spans: Vec<(usize, usize, &Detector)> = Vec::new();
-        for d in &self.detectors {
-            for (a, b) in d.find(s, shape) {
-                if spans.iter().all(|&(x, y, _)| b <= x || a >= y) {
-                    spans.push((a, b, d));
-                }
-            }
-        }
-        if spans.is_empty() {
-            return None;
-        }
-        spans.sort_by_key(|&(a, _, _)| a);
-        let mut out = String::with_capacity(s.len());
-        let mut names = Vec::new();
-        let mut last = 0;
-        for (a, b, d) in spans {
-            out.push_str(&s[last..a]);
-            out.push_str(&self.replace(&s[a..b], d));
-            last = b;
-            if !names.contains(&d.name()) {
-                names.push(d.name());
-            }
-        }
-        out.push_str(&s[last..]);
-        Some((out, names))
-    }
-
     fn replace(&self, found: &str, d: &Detector) -> String {
         match &self.action {
             Action::Remove => String::new(),
@@ -365,6 +373,12 @@ fn push_index(at: &mut String, i: usize) {
 
 /// Every character but the last `keep` becomes `*`.
 fn mask_tail(s: &str, keep: usize) -> String {
+    if s.is_ascii() {
+        let masked = s.len().saturating_sub(keep);
+        let mut out = "*".repeat(masked);
+        out.push_str(&s[masked..]);
+        return out;
+    }
     let n = s.chars().count();
     s.chars()
         .enumerate()
