@@ -240,13 +240,22 @@ impl Rule {
             return self.redact_children(v, seg, at, hits);
         }
         match v {
-            Value::Object(m) => {
-                for (k, child) in m.iter_mut().filter(|(k, _)| seg_matches(seg, k)) {
-                    push_token(at, k);
-                    self.at_path(child, rest, at, hits);
-                    at.truncate(len);
+            Value::Object(m) => match seg {
+                Seg::Key(k) => {
+                    if let Some(child) = m.get_mut(k) {
+                        push_token(at, k);
+                        self.at_path(child, rest, at, hits);
+                        at.truncate(len);
+                    }
                 }
-            }
+                Seg::Any => {
+                    for (k, child) in m.iter_mut() {
+                        push_token(at, k);
+                        self.at_path(child, rest, at, hits);
+                        at.truncate(len);
+                    }
+                }
+            },
             Value::Array(a) => {
                 for (i, child) in a
                     .iter_mut()
@@ -273,7 +282,11 @@ impl Rule {
         let len = at.len();
         match parent {
             Value::Object(m) => {
-                let keys: Vec<String> = m.keys().filter(|k| seg_matches(seg, k)).cloned().collect();
+                // A named key is looked up, not searched for.
+                let keys: Vec<String> = match seg {
+                    Seg::Key(k) => m.contains_key(k).then(|| k.clone()).into_iter().collect(),
+                    Seg::Any => m.keys().cloned().collect(),
+                };
                 for k in keys {
                     push_token(at, &k);
                     hits.push(("path", at.clone()));
@@ -338,13 +351,6 @@ impl Rule {
                 _ => mask_tail(found, keep_last.unwrap_or(0)),
             },
         }
-    }
-}
-
-fn seg_matches(seg: &Seg, key: &str) -> bool {
-    match seg {
-        Seg::Any => true,
-        Seg::Key(k) => k == key,
     }
 }
 
