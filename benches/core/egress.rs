@@ -6,7 +6,10 @@
 //!     counted by a subscriber there;
 //! (i) jetedge: upstream -> a signed webhook, received by a real HTTP
 //!     server that checks every signature.
-//! Each run reads the same `n` 1 KiB events from its own durable consumer.
+//! Each run reads the same `n` 1 KiB events from its own durable consumer,
+//! timed from the first event delivered to the last (the steady rate: the
+//! node's start and the consumer's creation are not counted, as the bare
+//! consumer's are not).
 
 use super::body_of;
 use super::support::nats::NatsServer;
@@ -72,18 +75,25 @@ async fn bare_consumer(js: &jetstream::Context, n: usize) -> f64 {
         })
         .await
         .unwrap();
-    let started = Instant::now();
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(64)
         .messages()
         .await
         .unwrap();
+    let mut started = None;
     for _ in 0..n {
         let m = messages.next().await.unwrap().unwrap();
+        started.get_or_insert_with(Instant::now);
         m.ack().await.unwrap();
     }
-    n as f64 / started.elapsed().as_secs_f64()
+    rate_after_first(n, started)
+}
+
+/// Events per second after the first: `n - 1` deliveries since `first`.
+fn rate_after_first(n: usize, first: Option<Instant>) -> f64 {
+    let secs = first.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+    (n - 1) as f64 / secs
 }
 
 /// A node whose subscription `name` (its own durable consumer) reads the whole stream.
@@ -92,16 +102,25 @@ fn node_text(dir: &TempDir, upstream: &NatsServer, name: &str, target: &str) -> 
         + &format!("\n[[subscription]]\nname = \"{name}\"\nsubjects = [\"egress.>\"]\ndeliver = \"all\"\n{target}\n")
 }
 
-/// Starts a node with `text` and returns the seconds until `done` says all arrived.
-async fn time_node(text: &str, done: impl Fn() -> bool) -> f64 {
-    let started = Instant::now();
+/// Starts a node with `text` and returns its delivery rate: `delivered()`
+/// counts what arrived, timed from the first to the `n`th.
+async fn time_node(text: &str, n: usize, delivered: impl Fn() -> usize) -> f64 {
     let node = jetedge::Node::start(parse_config(text)).await.unwrap();
-    while !done() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut first = None;
+    loop {
+        let got = delivered();
+        if got > 0 {
+            first.get_or_insert((Instant::now(), got));
+        }
+        if got >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
     }
-    let secs = started.elapsed().as_secs_f64();
+    let (at, got) = first.expect("the loop saw a delivery");
+    let rate = (n - got) as f64 / at.elapsed().as_secs_f64();
     node.shutdown().await;
-    secs
+    rate
 }
 
 /// (h)
@@ -119,9 +138,9 @@ async fn to_subject(upstream: &NatsServer, site: &NatsServer, n: usize) -> f64 {
     let dir = TempDir::new("bench-egress-subject");
     let text = node_text(&dir, upstream, "subject", "to_subject = \"site.bench\"")
         + &format!("[local]\nservers = [{:?}]\n", site.url());
-    let secs = time_node(&text, || got.load(Ordering::Relaxed) >= n).await;
+    let rate = time_node(&text, n, || got.load(Ordering::Relaxed)).await;
     reader.abort();
-    n as f64 / secs
+    rate
 }
 
 /// (i)
@@ -132,10 +151,10 @@ async fn to_webhook(upstream: &NatsServer, n: usize) -> f64 {
         "to_webhook = {{ url = \"{}\", secret = \"env:{SECRET_ENV}\" }}",
         hook.url
     );
-    let secs = time_node(&node_text(&dir, upstream, "webhook", &target), || {
-        hook.count() >= n
+    let rate = time_node(&node_text(&dir, upstream, "webhook", &target), n, || {
+        hook.count()
     })
     .await;
     assert_eq!(hook.bad_requests(), 0);
-    n as f64 / secs
+    rate
 }
