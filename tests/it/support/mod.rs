@@ -42,22 +42,39 @@ impl Drop for TempDir {
     }
 }
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback (see [`next_port`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    next_port()
 }
 
-/// `N` distinct free loopback ports: all are held until the last is
-/// picked (two calls of [`free_port`] can return the same port).
+/// `N` distinct free loopback ports.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+    std::array::from_fn(|_| next_port())
+}
+
+/// The next port that is free now, from below the kernel's ephemeral range
+/// (32768 and up): a port picked by binding port 0 comes from that range,
+/// where the outgoing connections of other tests running meanwhile take
+/// theirs, and one took a cluster route port between its pick and
+/// nats-server's bind. Ports are handed out once per process (a counter),
+/// from an offset of the process id's, so two test processes rarely meet.
+fn next_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
