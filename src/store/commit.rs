@@ -93,7 +93,7 @@ impl Committer {
             self.apply_extras(e, keys_through, marks_through)
         })?;
         // Segments wholly before the head can go once their keys are back.
-        self.inner.log.delete_before(self.inner.log.ends().head)?;
+        self.inner.log.delete_before(self.inner.log.ends().head);
         let Some((last, events)) = replayed else {
             return Ok(());
         };
@@ -272,10 +272,15 @@ impl Committer {
         if self.keys.pending() >= FLUSH_KEYS || self.since_flush >= FLUSH_KEYS {
             self.flush_keys(now)?;
         }
-        if self.needs_flush(&w.syncs, w.persists.is_empty(), marked, head) {
+        // This group's sled writes join those no flush covers yet.
+        let since = self
+            .deferred
+            .map_or_else(std::time::Instant::now, |(t, _)| t);
+        let pending = head.or(self.deferred.and_then(|(_, h)| h));
+        if self.needs_flush(&w.syncs, w.persists.is_empty(), marked, since, pending) {
             self.durable()?;
-            let head = head.or(self.deferred.take().and_then(|(_, h)| h));
-            if let Some(head) = head {
+            self.deferred = None;
+            if let Some(head) = pending {
                 self.delete_forwarded(head, now)?;
             }
             if !w.syncs.is_empty() {
@@ -283,10 +288,6 @@ impl Committer {
                 self.inner.log.settle_deletions();
             }
         } else {
-            let since = self
-                .deferred
-                .map_or_else(std::time::Instant::now, |(t, _)| t);
-            let pending = head.or(self.deferred.and_then(|(_, h)| h));
             self.deferred = Some((since, pending));
         }
         if events > 0 {
@@ -326,14 +327,11 @@ impl Committer {
         syncs: &[Reply<()>],
         no_events: bool,
         marked: bool,
+        since: std::time::Instant,
         head: Option<Pos>,
     ) -> bool {
-        let overdue = self
-            .deferred
-            .is_some_and(|(since, _)| since.elapsed() >= MAX_DEFER);
-        let head = head.or(self.deferred.and_then(|(_, h)| h));
         let deletes = head.is_some_and(|h| self.inner.log.deletes_through(h).is_some());
-        !syncs.is_empty() || no_events || marked || overdue || deletes
+        !syncs.is_empty() || no_events || marked || since.elapsed() >= MAX_DEFER || deletes
     }
 
     /// Deletes the forwarded segments before a durable `head`, once the
@@ -344,7 +342,8 @@ impl Committer {
         if deleting.is_some_and(|last| self.keys.through() < last) {
             self.flush_keys(now)?;
         }
-        self.inner.log.delete_before(head)
+        self.inner.log.delete_before(head);
+        Ok(())
     }
 
     /// Writes the keys in memory out as a run covering every record

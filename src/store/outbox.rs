@@ -546,7 +546,7 @@ impl Outbox {
     /// too once everything in it was forwarded and it holds at least
     /// [`RETIRE_BYTES`] (the next record starts a new one), so a drained
     /// outbox gives back all but a few MiB of its space.
-    pub fn delete_before(&self, head: Pos) -> Result<(), StoreError> {
+    pub fn delete_before(&self, head: Pos) {
         let ends = self.ends();
         if head == ends.tail && head.offset >= RETIRE_BYTES {
             let mut writer = self.writer.lock().expect("writer");
@@ -561,7 +561,6 @@ impl Outbox {
             self.reaper.delete(self.path(s));
             self.lock_segments().remove(&s);
         }
-        Ok(())
     }
 }
 
@@ -697,7 +696,7 @@ mod tests {
         assert!(o.lock_segments().len() >= 2, "{:?}", o.lock_segments());
         let (seq, end) = ends[7];
         o.advance(seq + 1, end, 8);
-        o.delete_before(end).unwrap();
+        o.delete_before(end);
         let left = o.lock_segments().len();
         assert!(left <= 2, "{left} segments left");
         assert_eq!(o.backlog().0, 2);
